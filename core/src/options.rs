@@ -1,0 +1,180 @@
+//! Store options and their limits.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::OpenError;
+
+/// How hard an append works to survive a power loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: an append returns only after the WAL is fsynced. The default.
+    #[default]
+    Durable,
+    /// `synchronous=NORMAL`: appends survive an application crash, but the last commits may be
+    /// lost on power failure. Several times faster for small appends.
+    Fast,
+}
+
+/// The time span of one bucket table. Fixed when the store is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BucketWidth {
+    /// One table per UTC hour.
+    Hour,
+    /// One table per UTC day.
+    Day,
+    /// One table per ISO week (Monday 00:00 UTC).
+    Week,
+    /// One table per calendar month (UTC). The default.
+    #[default]
+    Month,
+}
+
+impl BucketWidth {
+    /// The name stored in the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BucketWidth::Hour => "hour",
+            BucketWidth::Day => "day",
+            BucketWidth::Week => "week",
+            BucketWidth::Month => "month",
+        }
+    }
+
+    /// Parses a name written by [`BucketWidth::as_str`].
+    pub fn parse(name: &str) -> Option<BucketWidth> {
+        match name {
+            "hour" => Some(BucketWidth::Hour),
+            "day" => Some(BucketWidth::Day),
+            "week" => Some(BucketWidth::Week),
+            "month" => Some(BucketWidth::Month),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BucketWidth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Hard ceilings on options: a store never accepts more than these, whatever it is told.
+pub mod limits {
+    /// Largest `max_payload_bytes` accepted (data + metadata of one event).
+    pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024 * 1024;
+    /// Largest `max_events_per_append` accepted.
+    pub const MAX_EVENTS_PER_APPEND: usize = 1_000_000;
+    /// Longest stream id, in bytes.
+    pub const MAX_STREAM_ID_BYTES: usize = 255;
+    /// Longest event type, in bytes.
+    pub const MAX_EVENT_TYPE_BYTES: usize = 255;
+    /// Most events one read page returns.
+    pub const MAX_PAGE_SIZE: usize = 100_000;
+    /// Most append requests the writer commits in one transaction (group commit).
+    pub const MAX_REQUESTS_PER_COMMIT: usize = 4_096;
+    /// Most events the writer commits in one transaction, unless one request alone has more.
+    pub const MAX_EVENTS_PER_COMMIT: usize = 100_000;
+    /// Most read connections in the pool.
+    pub const MAX_READ_CONNECTIONS: usize = 64;
+}
+
+/// Options for [`crate::Store::open`]. Start from `Options::default()` and change fields.
+#[derive(Clone)]
+pub struct Options {
+    /// Durability of appends. Default: `Durable`.
+    pub durability: Durability,
+    /// Width of a bucket table, used only when the store is created. Default: `Month`.
+    pub bucket_width: BucketWidth,
+    /// Largest data + metadata of one event, in bytes. Default 16 MiB.
+    pub max_payload_bytes: usize,
+    /// Most events in one append call (all streams together). Default 10,000.
+    pub max_events_per_append: usize,
+    /// Append requests that may wait for the writer before `append` blocks. Default 1,024.
+    pub writer_queue_len: usize,
+    /// Read connections kept open. Default 4.
+    pub read_connections: usize,
+    /// SQLite page cache per connection, in KiB. Default 16 MiB for the writer, a quarter of
+    /// that for each reader.
+    pub page_cache_kib: usize,
+    /// The writer's source of time; tests inject a manual clock to cross bucket boundaries.
+    pub clock: Arc<dyn Clock>,
+    /// How long a connection waits for another process's write lock, in milliseconds.
+    /// Default 5,000.
+    pub busy_timeout_ms: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Durable,
+            bucket_width: BucketWidth::Month,
+            max_payload_bytes: 16 * 1024 * 1024,
+            max_events_per_append: 10_000,
+            writer_queue_len: 1_024,
+            read_connections: 4,
+            page_cache_kib: 16 * 1024,
+            clock: Arc::new(SystemClock),
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("bucket_width", &self.bucket_width)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("max_events_per_append", &self.max_events_per_append)
+            .field("writer_queue_len", &self.writer_queue_len)
+            .field("read_connections", &self.read_connections)
+            .field("page_cache_kib", &self.page_cache_kib)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Checks every option against its range.
+    pub fn validate(&self) -> Result<(), OpenError> {
+        fn check(ok: bool, what: String) -> Result<(), OpenError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(OpenError::InvalidOption(what))
+            }
+        }
+        check(
+            (1..=limits::MAX_PAYLOAD_BYTES).contains(&self.max_payload_bytes),
+            format!(
+                "max_payload_bytes must be 1..={}",
+                limits::MAX_PAYLOAD_BYTES
+            ),
+        )?;
+        check(
+            (1..=limits::MAX_EVENTS_PER_APPEND).contains(&self.max_events_per_append),
+            format!(
+                "max_events_per_append must be 1..={}",
+                limits::MAX_EVENTS_PER_APPEND
+            ),
+        )?;
+        check(
+            (1..=65_536).contains(&self.writer_queue_len),
+            "writer_queue_len must be 1..=65536".into(),
+        )?;
+        check(
+            (1..=limits::MAX_READ_CONNECTIONS).contains(&self.read_connections),
+            format!(
+                "read_connections must be 1..={}",
+                limits::MAX_READ_CONNECTIONS
+            ),
+        )?;
+        check(
+            (256..=4 * 1024 * 1024).contains(&self.page_cache_kib),
+            "page_cache_kib must be 256..=4194304".into(),
+        )?;
+        Ok(())
+    }
+}
