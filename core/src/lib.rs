@@ -1,14 +1,50 @@
-//! strata: an embedded event store. See the crate README and ARCHITECTURE.md.
+//! strata: an embedded event store.
+//!
+//! An append-only event log in one SQLite file, split into time-bucketed tables, with optimistic
+//! concurrency, store-wide idempotency and group commit. See README.md for a tour and
+//! ARCHITECTURE.md for the map of the code.
+//!
+//! ```
+//! use strata::{Direction, ExpectedVersion, NewEvent, Options, Store};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct OrderCreated { order_id: String, amount_cents: i64 }
+//!
+//! let store = Store::open_in_memory(Options::default())?;
+//! let created = OrderCreated { order_id: "o-1".into(), amount_cents: 1999 };
+//! let result = store.append(
+//!     "order-1",
+//!     ExpectedVersion::NoStream,
+//!     vec![NewEvent::from_value("order_created", &created)?],
+//! )?;
+//! assert_eq!(result.last_version, 1);
+//!
+//! let events = store.read_stream("order-1", 1, Direction::Forwards, 100)?;
+//! let decoded: OrderCreated = events[0].decode()?;
+//! assert_eq!(decoded.amount_cents, 1999);
+//! # Ok::<(), strata::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod catalog;
+mod checksum;
 pub mod clock;
+mod connection;
 pub mod error;
 pub mod event;
+mod notify;
 pub mod options;
 pub mod projection;
+mod reader;
+mod schema;
+mod store;
+mod writer;
 
 pub use bytes::Bytes;
+pub use uuid::Uuid;
+
+pub use catalog::{BucketInfo, BucketState, StreamInfo};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
     AppendError, DecodeError, EncodeError, Error, InvalidInput, OpenError, ReadError, Result,
@@ -16,9 +52,11 @@ pub use error::{
 pub use event::{
     AppendResult, Event, ExpectedVersion, NewEvent, Position, StreamAppend, StreamVersion,
 };
-pub use options::{BucketWidth, Durability, Options};
+pub use options::{limits, BucketWidth, Durability, Options};
 pub use projection::{
     CommittedState, MemoryState, Projection, ProjectionError, ProjectionInfo, ProjectionState,
     StateError, StateLimits,
 };
-pub use uuid::Uuid;
+pub use reader::Direction;
+pub use schema::{APPLICATION_ID, CURRENT_VERSION as SCHEMA_VERSION};
+pub use store::{EventIter, Store};

@@ -85,8 +85,9 @@ pub mod limits {
 pub struct Options {
     /// Durability of appends. Default: `Durable`.
     pub durability: Durability,
-    /// Width of a bucket table, used only when the store is created. Default: `Month`.
-    pub bucket_width: BucketWidth,
+    /// Width of a bucket table. Used when the store is created (`None` means `Month`); when an
+    /// existing store is opened, `None` accepts the stored width and `Some` must match it.
+    pub bucket_width: Option<BucketWidth>,
     /// Largest data + metadata of one event, in bytes. Default 16 MiB.
     pub max_payload_bytes: usize,
     /// Most events in one append call (all streams together). Default 10,000.
@@ -109,7 +110,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             durability: Durability::Durable,
-            bucket_width: BucketWidth::Month,
+            bucket_width: None,
             max_payload_bytes: 16 * 1024 * 1024,
             max_events_per_append: 10_000,
             writer_queue_len: 1_024,

@@ -1,0 +1,52 @@
+//! Commit notifications: the writer announces each commit; waiters wake on it (no polling).
+
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::event::Position;
+use crate::writer::CommitSummary;
+
+/// The last committed position, with a condition variable that wakes waiters on each commit.
+#[derive(Debug, Default)]
+pub(crate) struct CommitNotifier {
+    last_position: Mutex<Position>,
+    changed: Condvar,
+}
+
+impl CommitNotifier {
+    pub(crate) fn new(last_position: Position) -> Self {
+        CommitNotifier {
+            last_position: Mutex::new(last_position),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Called by the writer after each commit.
+    pub(crate) fn committed(&self, summary: CommitSummary) {
+        let mut last = self.last_position.lock();
+        if summary.last_position > *last {
+            *last = summary.last_position;
+        }
+        drop(last);
+        self.changed.notify_all();
+    }
+
+    /// Last position committed by this process's writer.
+    pub(crate) fn last_position(&self) -> Position {
+        *self.last_position.lock()
+    }
+
+    /// Waits until a position after `seen` is committed or `timeout` passes; returns the last
+    /// committed position.
+    pub(crate) fn wait_past(&self, seen: Position, timeout: Duration) -> Position {
+        let deadline = Instant::now() + timeout;
+        let mut last = self.last_position.lock();
+        while *last <= seen {
+            if self.changed.wait_until(&mut last, deadline).timed_out() {
+                break;
+            }
+        }
+        *last
+    }
+}

@@ -1,0 +1,437 @@
+//! Reads: a pool of read connections and the queries that turn bucket rows into events.
+//!
+//! Every read that spans several buckets runs in one read transaction, so it sees one snapshot
+//! of the log even while the writer commits.
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use rusqlite::{Connection, OptionalExtension, Row};
+use uuid::Uuid;
+
+use crate::catalog::{self, BucketInfo, BucketState};
+use crate::checksum::event_checksum;
+use crate::connection::{self, Location, Role};
+use crate::error::{InvalidInput, ReadError};
+use crate::event::{Event, Position, StreamVersion};
+use crate::options::{limits, Options};
+
+/// Which way a stream is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forwards,
+    /// Newest first.
+    Backwards,
+}
+
+/// A pool of read connections, opened lazily up to `Options::read_connections`.
+pub(crate) struct ReadPool {
+    location: Location,
+    options: Options,
+    connections: Mutex<PoolConnections>,
+    returned: Condvar,
+    /// Event type key -> name. Types are never renamed or deleted, so entries never go stale.
+    type_names: RwLock<HashMap<i64, Arc<str>>>,
+}
+
+/// Idle connections, and how many are open in all (idle and borrowed).
+#[derive(Default)]
+struct PoolConnections {
+    idle: Vec<Connection>,
+    opened: usize,
+}
+
+/// A connection borrowed from the pool; returned on drop.
+pub(crate) struct PooledConnection<'a> {
+    pool: &'a ReadPool,
+    conn: Option<Connection>,
+}
+
+impl Deref for PooledConnection<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for PooledConnection<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PooledConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut connections = self.pool.connections.lock();
+            if conn.is_autocommit() {
+                connections.idle.push(conn);
+            } else {
+                // A read transaction left open by a panic: do not reuse the connection.
+                connections.opened -= 1;
+            }
+            drop(connections);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
+impl ReadPool {
+    pub(crate) fn new(location: Location, options: Options) -> Self {
+        ReadPool {
+            location,
+            options,
+            connections: Mutex::new(PoolConnections::default()),
+            returned: Condvar::new(),
+            type_names: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Borrows a connection, opening one if the pool is below its size, else waiting.
+    pub(crate) fn get(&self) -> Result<PooledConnection<'_>, ReadError> {
+        let mut connections = self.connections.lock();
+        loop {
+            if let Some(conn) = connections.idle.pop() {
+                return Ok(PooledConnection {
+                    pool: self,
+                    conn: Some(conn),
+                });
+            }
+            if connections.opened < self.options.read_connections {
+                connections.opened += 1;
+                drop(connections);
+                return match connection::open(&self.location, Role::Reader, &self.options) {
+                    Ok(conn) => Ok(PooledConnection {
+                        pool: self,
+                        conn: Some(conn),
+                    }),
+                    Err(error) => {
+                        self.connections.lock().opened -= 1;
+                        self.returned.notify_one();
+                        Err(ReadError::Sqlite(error))
+                    }
+                };
+            }
+            self.returned.wait(&mut connections);
+        }
+    }
+
+    /// Runs `read` inside one read transaction on a pooled connection.
+    pub(crate) fn with_snapshot<T>(
+        &self,
+        read: impl FnOnce(&Connection, &ReadPool) -> Result<T, ReadError>,
+    ) -> Result<T, ReadError> {
+        let mut conn = self.get()?;
+        let tx = conn.transaction()?;
+        let result = read(&tx, self)?;
+        tx.finish()?;
+        Ok(result)
+    }
+
+    fn type_name(
+        &self,
+        conn: &Connection,
+        type_key: i64,
+        position: Position,
+    ) -> Result<Arc<str>, ReadError> {
+        if let Some(name) = self.type_names.read().get(&type_key) {
+            return Ok(name.clone());
+        }
+        let name: Option<String> = conn
+            .prepare_cached("SELECT name FROM event_types WHERE type_key = ?1")?
+            .query_row([type_key], |r| r.get(0))
+            .optional()?;
+        let name: Arc<str> = name
+            .ok_or_else(|| ReadError::Corrupt {
+                position,
+                reason: format!("unknown event type key {type_key}"),
+            })?
+            .into();
+        self.type_names.write().insert(type_key, name.clone());
+        Ok(name)
+    }
+
+    /// Type keys of the named types that exist (unknown names have no events).
+    pub(crate) fn type_keys(
+        &self,
+        conn: &Connection,
+        names: &[String],
+    ) -> Result<Vec<i64>, ReadError> {
+        let mut statement =
+            conn.prepare_cached("SELECT type_key FROM event_types WHERE name = ?1")?;
+        let mut keys = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(key) = statement
+                .query_row([name], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                keys.push(key);
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
+pub(crate) fn check_page_size(max_count: usize) -> Result<(), ReadError> {
+    if max_count == 0 || max_count > limits::MAX_PAGE_SIZE {
+        return Err(ReadError::Invalid(InvalidInput::PageSize {
+            requested: max_count,
+            limit: limits::MAX_PAGE_SIZE,
+        }));
+    }
+    Ok(())
+}
+
+fn to_sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Columns read from a bucket table, in the order `event_from_row` expects, after the stream id.
+const EVENT_COLUMNS: &str = "e.position, e.stream_key, e.version, e.type_key, e.event_id, e.recorded_at, e.data, e.metadata, e.checksum";
+
+/// Turns a row (`stream_id`, then `EVENT_COLUMNS`) into an event, verifying its checksum.
+fn event_from_row(
+    row: &Row<'_>,
+    pool: &ReadPool,
+    conn: &Connection,
+    stream_id: Option<&Arc<str>>,
+) -> Result<Event, ReadError> {
+    let position = row.get::<_, i64>(1)? as u64;
+    let stream_key: i64 = row.get(2)?;
+    let version = row.get::<_, i64>(3)? as u64;
+    let type_key: i64 = row.get(4)?;
+    let id_bytes: Vec<u8> = row.get(5)?;
+    let recorded_at: i64 = row.get(6)?;
+    let data: Vec<u8> = row.get(7)?;
+    let metadata: Vec<u8> = row.get(8)?;
+    let stored_checksum: i64 = row.get(9)?;
+    let computed = event_checksum(
+        position,
+        stream_key,
+        version,
+        type_key,
+        &id_bytes,
+        recorded_at,
+        &data,
+        &metadata,
+    );
+    if i64::from(computed) != stored_checksum {
+        return Err(ReadError::Corrupt {
+            position,
+            reason: format!(
+                "checksum mismatch (stored {stored_checksum:#x}, computed {computed:#x})"
+            ),
+        });
+    }
+    let event_id = Uuid::from_slice(&id_bytes).map_err(|_| ReadError::Corrupt {
+        position,
+        reason: format!("event id is {} bytes, not 16", id_bytes.len()),
+    })?;
+    let stream_id = match stream_id {
+        Some(id) => id.clone(),
+        None => {
+            let name: String = row.get(0)?;
+            name.into()
+        }
+    };
+    Ok(Event {
+        position,
+        stream_id,
+        version,
+        event_type: pool.type_name(conn, type_key, position)?,
+        event_id,
+        recorded_at,
+        data: Bytes::from(data),
+        metadata: Bytes::from(metadata),
+    })
+}
+
+/// Refuses to read a range that lies in a bucket no longer in the live store.
+fn check_live(bucket: &BucketInfo) -> Result<(), ReadError> {
+    let (first_position, last_position) = (
+        bucket.first_position.unwrap_or_default(),
+        bucket.last_position.unwrap_or_default(),
+    );
+    match bucket.state {
+        BucketState::Active | BucketState::Sealed => Ok(()),
+        BucketState::Archived => Err(ReadError::Archived {
+            first_position,
+            last_position,
+            archive_path: bucket.archive_path.clone().unwrap_or_default(),
+        }),
+        BucketState::Dropped => Err(ReadError::Dropped {
+            first_position,
+            last_position,
+        }),
+    }
+}
+
+/// Up to `max_count` events of a stream starting at `from` (inclusive) in `direction`.
+pub(crate) fn read_stream(
+    conn: &Connection,
+    pool: &ReadPool,
+    stream_id: &str,
+    from: StreamVersion,
+    direction: Direction,
+    max_count: usize,
+) -> Result<Vec<Event>, ReadError> {
+    check_page_size(max_count)?;
+    let Some((stream_key, info)) = catalog::find_stream(conn, stream_id)? else {
+        return Ok(Vec::new());
+    };
+    let shared_id: Arc<str> = stream_id.into();
+    let mut buckets = catalog::stream_buckets(conn, stream_key, info.version)?;
+    if direction == Direction::Backwards {
+        buckets.reverse();
+    }
+    let mut events = Vec::new();
+    for stream_bucket in buckets {
+        let remaining = max_count - events.len();
+        if remaining == 0 {
+            break;
+        }
+        let wanted = match direction {
+            Direction::Forwards => stream_bucket.last_version >= from,
+            Direction::Backwards => stream_bucket.first_version <= from,
+        };
+        if !wanted {
+            continue;
+        }
+        check_live(&stream_bucket.bucket)?;
+        let sql = match direction {
+            Direction::Forwards => format!(
+                "SELECT NULL, {EVENT_COLUMNS} FROM {} e WHERE e.stream_key = ?1 AND e.version >= ?2 ORDER BY e.version ASC LIMIT ?3",
+                stream_bucket.bucket.table_name
+            ),
+            Direction::Backwards => format!(
+                "SELECT NULL, {EVENT_COLUMNS} FROM {} e WHERE e.stream_key = ?1 AND e.version <= ?2 ORDER BY e.version DESC LIMIT ?3",
+                stream_bucket.bucket.table_name
+            ),
+        };
+        let mut statement = conn.prepare_cached(&sql)?;
+        let mut rows = statement.query(rusqlite::params![
+            stream_key,
+            to_sql_int(from),
+            remaining as i64
+        ])?;
+        while let Some(row) = rows.next()? {
+            events.push(event_from_row(row, pool, conn, Some(&shared_id))?);
+        }
+    }
+    Ok(events)
+}
+
+/// Up to `max_count` events from position `from` (inclusive), in position order.
+pub(crate) fn read_all(
+    conn: &Connection,
+    pool: &ReadPool,
+    from: Position,
+    max_count: usize,
+) -> Result<Vec<Event>, ReadError> {
+    read_filtered(conn, pool, &EventFilter::all(from), max_count)
+}
+
+/// A pushed-down filter for position-ordered reads.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EventFilter {
+    /// First position wanted.
+    pub from: Position,
+    /// Only these type keys (`None`: all types).
+    pub type_keys: Option<Vec<i64>>,
+    /// Only events recorded in `[start, end)`.
+    pub time_range: Option<(i64, i64)>,
+    /// Only streams whose id starts with this.
+    pub stream_prefix: Option<String>,
+}
+
+impl EventFilter {
+    pub(crate) fn all(from: Position) -> Self {
+        EventFilter {
+            from,
+            ..Default::default()
+        }
+    }
+}
+
+/// Up to `max_count` events matching `filter`, in position order.
+pub(crate) fn read_filtered(
+    conn: &Connection,
+    pool: &ReadPool,
+    filter: &EventFilter,
+    max_count: usize,
+) -> Result<Vec<Event>, ReadError> {
+    check_page_size(max_count)?;
+    if filter
+        .type_keys
+        .as_ref()
+        .is_some_and(|keys| keys.is_empty())
+    {
+        return Ok(Vec::new());
+    }
+    let from = filter.from.max(1);
+    let mut events = Vec::new();
+    for bucket in catalog::list_buckets(conn)? {
+        let remaining = max_count - events.len();
+        if remaining == 0 {
+            break;
+        }
+        let Some(last) = bucket.last_position else {
+            continue;
+        };
+        if last < from {
+            continue;
+        }
+        if let Some((start, end)) = filter.time_range {
+            if bucket.end_micros <= start || bucket.start_micros >= end {
+                continue;
+            }
+        }
+        check_live(&bucket)?;
+        let mut sql = format!(
+            "SELECT s.stream_id, {EVENT_COLUMNS} FROM {} e JOIN streams s ON s.stream_key = e.stream_key WHERE e.position >= ?1",
+            bucket.table_name
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![to_sql_int(from).into()];
+        if let Some(keys) = &filter.type_keys {
+            let placeholders: Vec<String> = keys
+                .iter()
+                .map(|key| {
+                    values.push((*key).into());
+                    format!("?{}", values.len())
+                })
+                .collect();
+            sql.push_str(&format!(" AND e.type_key IN ({})", placeholders.join(", ")));
+        }
+        if let Some((start, end)) = filter.time_range {
+            values.push(start.into());
+            values.push(end.into());
+            sql.push_str(&format!(
+                " AND e.recorded_at >= ?{} AND e.recorded_at < ?{}",
+                values.len() - 1,
+                values.len()
+            ));
+        }
+        if let Some(prefix) = &filter.stream_prefix {
+            values.push(prefix.clone().into());
+            sql.push_str(&format!(
+                " AND substr(s.stream_id, 1, length(?{0})) = ?{0}",
+                values.len()
+            ));
+        }
+        values.push((remaining as i64).into());
+        sql.push_str(&format!(" ORDER BY e.position LIMIT ?{}", values.len()));
+        let mut statement = conn.prepare_cached(&sql)?;
+        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+        while let Some(row) = rows.next()? {
+            events.push(event_from_row(row, pool, conn, None)?);
+        }
+    }
+    Ok(events)
+}
