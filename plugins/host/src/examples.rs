@@ -1,0 +1,128 @@
+//! Builds and finds the example plugins of this repository (`plugins/examples/`), for tests,
+//! the CLI and benches.
+//!
+//! The guests live in their own cargo workspace (excluded from the root one) and are built for
+//! `wasm32-wasip2` in release mode, once per process, with
+//!
+//! ```text
+//! cargo build --release --target wasm32-wasip2 \
+//!     --manifest-path plugins/examples/Cargo.toml --target-dir <dir>
+//! ```
+//!
+//! where `<dir>` is `$STRATA_WASM_EXAMPLES_TARGET_DIR` if set, else `$CARGO_TARGET_DIR/wasm-examples`
+//! if `CARGO_TARGET_DIR` is set, else `target/wasm-examples` at the repository root. Using a
+//! target directory of its own keeps this inner cargo from waiting on the build lock of an
+//! outer `cargo test`; concurrent processes are serialized by cargo's own lock on that
+//! directory, concurrent threads by a `OnceLock`. Needs `rustup target add wasm32-wasip2`.
+//!
+//! This module only works inside a checkout of the strata repository (it uses the path of this
+//! crate's sources); it is not meant for embedders.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The example plugins meant for use (the hostile test plugins are built too but not listed).
+pub const EXAMPLES: &[&str] = &["user-stats", "event-counter"];
+
+/// Why the examples could not be built or found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Running cargo failed; the message includes the end of cargo's output.
+    #[error("building the example plugins failed: {0}")]
+    Build(String),
+    /// The build succeeded but produced no such plugin.
+    #[error("no example plugin {name:?} at {path}")]
+    NotFound {
+        /// The crate name asked for.
+        name: String,
+        /// Where it was expected.
+        path: String,
+    },
+}
+
+/// The repository root (two levels above this crate).
+pub fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
+/// The cargo workspace of the guest plugins.
+pub fn examples_manifest() -> PathBuf {
+    repository_root().join("plugins/examples/Cargo.toml")
+}
+
+/// The target directory the examples are built into (see the module documentation).
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STRATA_WASM_EXAMPLES_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir).join("wasm-examples");
+    }
+    repository_root().join("target/wasm-examples")
+}
+
+/// Builds every guest crate of `plugins/examples` (once per process) and returns the directory
+/// holding the `.wasm` files.
+pub fn build_all() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    BUILT.get_or_init(run_cargo).clone()
+}
+
+/// Builds the examples if needed and returns the path of the plugin `name` (a crate name such
+/// as `user-stats`, `event-counter`, or one of the test plugins `hostile`, `malformed`).
+pub fn build_and_locate(name: &str) -> Result<PathBuf, BuildError> {
+    let dir = build_all()?;
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BuildError::NotFound {
+            name: name.to_string(),
+            path: path.display().to_string(),
+        })
+    }
+}
+
+/// Builds the examples if needed and returns the bytes of the plugin `name`.
+pub fn build_and_read(name: &str) -> Result<Vec<u8>, BuildError> {
+    let path = build_and_locate(name)?;
+    std::fs::read(&path).map_err(|e| BuildError::Build(format!("reading {}: {e}", path.display())))
+}
+
+fn run_cargo() -> Result<PathBuf, BuildError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = target_dir();
+    let output = Command::new(&cargo)
+        .arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg("wasm32-wasip2")
+        .arg("--manifest-path")
+        .arg(examples_manifest())
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Settings of an outer cargo that must not leak into the guest build.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .map_err(|e| BuildError::Build(format!("could not run {cargo:?}: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let mut start = stderr.len().saturating_sub(4000);
+        while !stderr.is_char_boundary(start) {
+            start += 1;
+        }
+        return Err(BuildError::Build(format!(
+            "cargo exited with {} (is the target installed? `rustup target add wasm32-wasip2`):\n{}",
+            output.status,
+            &stderr[start..]
+        )));
+    }
+    Ok(target_dir.join("wasm32-wasip2/release"))
+}
