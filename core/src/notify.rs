@@ -32,11 +32,6 @@ impl CommitNotifier {
         self.changed.notify_all();
     }
 
-    /// Last position committed by this process's writer.
-    pub(crate) fn last_position(&self) -> Position {
-        *self.last_position.lock()
-    }
-
     /// Waits until a position after `seen` is committed or `timeout` passes; returns the last
     /// committed position.
     pub(crate) fn wait_past(&self, seen: Position, timeout: Duration) -> Position {

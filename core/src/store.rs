@@ -41,6 +41,9 @@ struct StoreInner {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: ReadPool,
     notifier: Arc<CommitNotifier>,
+    /// For in-memory stores: a connection that keeps the database alive after the writer stops
+    /// (a memdb database is freed with its last connection).
+    _memory_keeper: Option<Mutex<rusqlite::Connection>>,
 }
 
 impl Drop for StoreInner {
@@ -87,6 +90,14 @@ impl Store {
                 r.get(0)
             })?;
         let notifier = Arc::new(CommitNotifier::new(last_position as u64));
+        let memory_keeper = match location {
+            Location::Memory(_) => Some(Mutex::new(connection::open(
+                &location,
+                Role::Reader,
+                &options,
+            )?)),
+            Location::File(_) => None,
+        };
 
         let (sender, receiver) = crossbeam_channel::bounded(options.writer_queue_len);
         let writer = Writer::new(
@@ -110,6 +121,7 @@ impl Store {
                 requests: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
                 notifier,
+                _memory_keeper: memory_keeper,
             }),
         })
     }

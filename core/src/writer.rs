@@ -78,8 +78,6 @@ impl From<rusqlite::Error> for RequestFailure {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CommitSummary {
     pub last_position: Position,
-    pub events: usize,
-    pub requests: usize,
 }
 
 pub(crate) struct Writer {
@@ -148,8 +146,6 @@ impl Writer {
                     .sum();
                 self.notifier.committed(CommitSummary {
                     last_position: head.last_position,
-                    events,
-                    requests: batch.len(),
                 });
                 tracing::trace!(requests = batch.len(), events, elapsed = ?started.elapsed(), "committed");
                 for (request, result) in batch.into_iter().zip(results) {

@@ -8,7 +8,9 @@
 
 mod state;
 
-pub use state::{CommittedState, MemoryState, ProjectionState, StateError, StateLimits};
+pub use state::{
+    CommittedState, MemoryState, ProjectionState, StateEntry, StateError, StateLimits,
+};
 
 use crate::event::Event;
 

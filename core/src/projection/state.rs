@@ -68,6 +68,9 @@ pub enum StateError {
     Backend(String),
 }
 
+/// A key and its value.
+pub type StateEntry = (Vec<u8>, Vec<u8>);
+
 /// Read access to a projection's committed state.
 pub trait CommittedState: Send + Sync + 'static {
     /// The value under `key`.
@@ -80,7 +83,7 @@ pub trait CommittedState: Send + Sync + 'static {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    ) -> Result<Vec<StateEntry>, StateError>;
 }
 
 /// Committed state held in memory: for tests, and for projections that need no persistence.
@@ -127,7 +130,7 @@ impl CommittedState for MemoryState {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<Vec<StateEntry>, StateError> {
         let entries = self.entries.read();
         let lower = match after {
             Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
@@ -144,6 +147,7 @@ impl CommittedState for MemoryState {
 
 /// A projection's view of its state during one call: committed state plus the writes buffered so
 /// far in this batch. `Default` gives an empty, detached state (a placeholder for `mem::take`).
+#[derive(Default)]
 pub struct ProjectionState {
     committed: Option<Arc<dyn CommittedState>>,
     /// `None` marks a deletion.
@@ -151,18 +155,6 @@ pub struct ProjectionState {
     write_bytes: usize,
     read_only: bool,
     limits: StateLimits,
-}
-
-impl Default for ProjectionState {
-    fn default() -> Self {
-        ProjectionState {
-            committed: None,
-            writes: BTreeMap::new(),
-            write_bytes: 0,
-            read_only: false,
-            limits: StateLimits::default(),
-        }
-    }
 }
 
 impl std::fmt::Debug for ProjectionState {
@@ -253,7 +245,7 @@ impl ProjectionState {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<Vec<StateEntry>, StateError> {
         let limit = limit.min(self.limits.max_scan_entries);
         let lower = match after {
             Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
