@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 mod catalog;
 mod checksum;
 pub mod clock;
@@ -39,11 +40,13 @@ pub mod projection;
 mod reader;
 mod schema;
 mod store;
+pub mod subscription;
 mod writer;
 
 pub use bytes::Bytes;
 pub use uuid::Uuid;
 
+pub use cache::CacheStats;
 pub use catalog::{BucketInfo, BucketState, StreamInfo};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
@@ -60,3 +63,4 @@ pub use projection::{
 pub use reader::Direction;
 pub use schema::{APPLICATION_ID, CURRENT_VERSION as SCHEMA_VERSION};
 pub use store::{EventIter, Store};
+pub use subscription::{Subscription, SubscriptionFilter, SubscriptionReceiver};

@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use crate::cache::{self as event_cache, CacheStats, EventCache};
 use crate::catalog::{self, BucketInfo, StreamInfo};
 use crate::connection::{self, Location, Role};
 use crate::error::{AppendError, InvalidInput, OpenError, ReadError};
@@ -41,6 +42,8 @@ struct StoreInner {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: ReadPool,
     notifier: Arc<CommitNotifier>,
+    /// The LRU cache in front of `read_stream` and `read_all`.
+    cache: EventCache,
     /// For in-memory stores: a connection that keeps the database alive after the writer stops
     /// (a memdb database is freed with its last connection).
     _memory_keeper: Option<Mutex<rusqlite::Connection>>,
@@ -112,6 +115,7 @@ impl Store {
             .spawn(move || writer.run())
             .map_err(OpenError::Thread)?;
 
+        let cache = EventCache::new(options.cache_bytes);
         Ok(Store {
             inner: Arc::new(StoreInner {
                 readers: ReadPool::new(location.clone(), options.clone()),
@@ -121,6 +125,7 @@ impl Store {
                 requests: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
                 notifier,
+                cache,
                 _memory_keeper: memory_keeper,
             }),
         })
@@ -195,9 +200,14 @@ impl Store {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<Event>, ReadError> {
-        self.inner.readers.with_snapshot(|conn, pool| {
-            reader::read_stream(conn, pool, stream_id, from, direction, max_count)
-        })
+        event_cache::read_stream(
+            &self.inner.cache,
+            &self.inner.readers,
+            stream_id,
+            from,
+            direction,
+            max_count,
+        )
     }
 
     /// Every event of `stream_id` in `direction`, fetched page by page.
@@ -218,9 +228,7 @@ impl Store {
 
     /// Up to `max_count` events from position `from` (inclusive), in position order.
     pub fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<Event>, ReadError> {
-        self.inner
-            .readers
-            .with_snapshot(|conn, pool| reader::read_all(conn, pool, from, max_count))
+        event_cache::read_all(&self.inner.cache, &self.inner.readers, from, max_count)
     }
 
     /// Every event from position `from`, fetched page by page.
@@ -244,6 +252,7 @@ impl Store {
                 type_keys: Some(pool.type_keys(conn, &names)?),
                 time_range: Some((recorded.start, recorded.end)),
                 stream_prefix: None,
+                stream_key: None,
             };
             reader::read_filtered(conn, pool, &filter, max_count)
         })
@@ -257,6 +266,7 @@ impl Store {
             type_keys: None,
             time_range: Some((recorded.start, recorded.end)),
             stream_prefix: None,
+            stream_key: None,
         };
         EventIter::new(self.clone(), Cursor::Filtered(filter, Some(names)))
     }
@@ -298,9 +308,24 @@ impl Store {
         self.inner.notifier.wait_past(after, timeout)
     }
 
+    /// Hits, misses, evictions and size of the event cache (see [`Options::cache_bytes`]).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
     #[allow(dead_code)]
     pub(crate) fn readers(&self) -> &ReadPool {
         &self.inner.readers
+    }
+
+    pub(crate) fn notifier(&self) -> &CommitNotifier {
+        &self.inner.notifier
+    }
+
+    /// A new read-write connection to the store file, beside the writer's (WAL allows it; it
+    /// waits `busy_timeout_ms` for the write lock). For side tables: checkpoints, snapshots.
+    pub(crate) fn side_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
+        connection::open(&self.inner.location, Role::Side, &self.inner.options)
     }
 }
 
