@@ -27,6 +27,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod aggregate;
+pub mod bus;
 pub mod cache;
 mod catalog;
 mod checksum;
@@ -46,6 +48,8 @@ mod writer;
 pub use bytes::Bytes;
 pub use uuid::Uuid;
 
+pub use aggregate::{Aggregate, AggregateError, AggregateRoot, AggregateStore, SnapshotPolicy};
+pub use bus::{BusError, EventBus, HandlerHandle, HandlerOptions, HandlerStatus};
 pub use cache::CacheStats;
 pub use catalog::{BucketInfo, BucketState, StreamInfo};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -207,6 +207,10 @@ impl Subscription {
         self
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The filter.
     pub fn filter(&self) -> &SubscriptionFilter {
         &self.filter
