@@ -219,20 +219,18 @@ impl LatencyRig {
     fn new(dir: &Path) -> Self {
         let store = Store::open(dir.join("latency.db"), options(64 << 20)).unwrap();
         let from = store.last_position().unwrap() + 1;
-        let mut subscription = store
+        let subscription = store
             .subscribe(from, SubscriptionFilter::all())
             .unwrap()
             .with_external_check_interval(None);
         let (sender, received) = mpsc::channel();
-        let subscriber = thread::spawn(move || loop {
-            match subscription.next_timeout(Duration::from_secs(5)) {
-                Ok(Some(_)) => {
-                    if sender.send(Instant::now()).is_err() {
-                        return;
-                    }
+        // The blocking iterator: ends when the store is closed.
+        let subscriber = thread::spawn(move || {
+            for event in subscription {
+                event.unwrap();
+                if sender.send(Instant::now()).is_err() {
+                    return;
                 }
-                Ok(None) => return,
-                Err(error) => panic!("{error}"),
             }
         });
         LatencyRig {

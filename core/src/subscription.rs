@@ -26,7 +26,6 @@
 //! wait on the notifier, not a sleep loop: commits in this process still wake it at once. Set the
 //! interval to `None` when only this process writes, to never read without a notification.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -143,7 +142,8 @@ pub struct Subscription {
     types_pending: bool,
     /// The stream named by the filter has not been found yet.
     stream_pending: bool,
-    page: VecDeque<Event>,
+    /// The rest of the last page read (no copy: the page's own buffer).
+    page: std::vec::IntoIter<Event>,
     page_size: usize,
     external_check: Option<Duration>,
     /// When SQLite was last read (`None`: never).
@@ -185,7 +185,7 @@ impl Subscription {
             stream_pending: filter.stream.is_some(),
             filter,
             sql,
-            page: VecDeque::new(),
+            page: Vec::new().into_iter(),
             page_size: DEFAULT_PAGE_SIZE,
             external_check: Some(DEFAULT_EXTERNAL_CHECK_INTERVAL),
             last_read: None,
@@ -220,7 +220,7 @@ impl Subscription {
     /// delivered or is buffered. After the buffer is drained, a consumer that has handled every
     /// delivered event may checkpoint `next_position() - 1`.
     pub fn next_position(&self) -> Position {
-        self.page.front().map_or(self.sql.from, |e| e.position)
+        self.page.as_slice().first().map_or(self.sql.from, |e| e.position)
     }
 
     /// Events read from SQLite but not yet delivered: never more than the page size.
@@ -230,7 +230,7 @@ impl Subscription {
 
     /// Approximate bytes of the buffered events ([`Event::approximate_size`]).
     pub fn buffered_bytes(&self) -> usize {
-        self.page.iter().map(Event::approximate_size).sum()
+        self.page.as_slice().iter().map(Event::approximate_size).sum()
     }
 
     /// The page size: the bound on [`Subscription::buffered`].
@@ -240,10 +240,10 @@ impl Subscription {
 
     /// The next event if one is committed, without waiting (it may read SQLite).
     pub fn try_next(&mut self) -> Result<Option<Event>, ReadError> {
-        if self.page.is_empty() {
+        if self.page.len() == 0 {
             self.read_page()?;
         }
-        Ok(self.page.pop_front())
+        Ok(self.page.next())
     }
 
     /// The next event, waiting up to `timeout` for one to be committed. `Ok(None)` when the
@@ -251,7 +251,7 @@ impl Subscription {
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, ReadError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            if let Some(event) = self.page.pop_front() {
+            if let Some(event) = self.page.next() {
                 return Ok(Some(event));
             }
             let announced = self.store.notifier().last_position();
@@ -262,7 +262,7 @@ impl Subscription {
             };
             if announced >= self.sql.from || check_due {
                 self.read_page()?;
-                if !self.page.is_empty() {
+                if self.page.len() > 0 {
                     continue;
                 }
             }
@@ -286,7 +286,7 @@ impl Subscription {
     /// Reads the next page from SQLite into the (empty) buffer and advances the cursor past
     /// everything the read's snapshot covered.
     fn read_page(&mut self) -> Result<(), ReadError> {
-        debug_assert!(self.page.is_empty());
+        debug_assert_eq!(self.page.len(), 0);
         let names = if self.types_pending {
             self.filter.event_types.clone()
         } else {
@@ -339,7 +339,7 @@ impl Subscription {
             head
         };
         self.sql.from = self.sql.from.max(scanned_through + 1);
-        self.page.extend(page);
+        self.page = page.into_iter();
         Ok(())
     }
 

@@ -144,6 +144,24 @@ fn a_subscriber_that_stops_reading_blocks_no_writer_and_later_gets_everything() 
         idle.next_timeout(PATIENCE).unwrap().unwrap();
     }
 
+    // An active subscriber alongside: the idle ones do not hold it back either.
+    let active = {
+        let mut subscription = store.subscribe(1, SubscriptionFilter::all()).unwrap();
+        thread::spawn(move || {
+            let started = Instant::now();
+            let mut positions = Vec::new();
+            while positions.len() < 4_010 && started.elapsed() < PATIENCE {
+                if let Some(event) = subscription
+                    .next_timeout(Duration::from_millis(100))
+                    .unwrap()
+                {
+                    positions.push(event.position);
+                }
+            }
+            positions
+        })
+    };
+
     let (finished, writers_done) = crossbeam_channel::bounded(4);
     for w in 0..4 {
         let store = store.clone();
@@ -164,6 +182,7 @@ fn a_subscriber_that_stops_reading_blocks_no_writer_and_later_gets_everything() 
     }
     let total = store.last_position().unwrap();
     assert_eq!(total, 4_010);
+    assert_eq!(active.join().unwrap(), (1..=total).collect::<Vec<_>>());
 
     // Memory stays within one page / the channel's capacity.
     assert!(idle.buffered() <= idle.page_size());
