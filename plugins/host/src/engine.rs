@@ -178,7 +178,9 @@ impl PluginEngine {
     pub(crate) fn ticks_for(&self, budget: Duration) -> u64 {
         let tick = self.inner.epoch_tick.as_nanos().max(1);
         let ticks = budget.as_nanos().div_ceil(tick);
-        u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)
+        u64::try_from(ticks)
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// Compiles (or loads from cache) a component.

@@ -222,11 +222,17 @@ impl log::Host for HostData {
         }
         let plugin = self.name.get().map(String::as_str).unwrap_or("<loading>");
         match level {
-            log::Level::Trace => tracing::trace!(target: "strata_wasm::plugin", plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "strata_wasm::plugin", plugin, "{message}"),
+            log::Level::Trace => {
+                tracing::trace!(target: "strata_wasm::plugin", plugin, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "strata_wasm::plugin", plugin, "{message}")
+            }
             log::Level::Info => tracing::info!(target: "strata_wasm::plugin", plugin, "{message}"),
             log::Level::Warn => tracing::warn!(target: "strata_wasm::plugin", plugin, "{message}"),
-            log::Level::Error => tracing::error!(target: "strata_wasm::plugin", plugin, "{message}"),
+            log::Level::Error => {
+                tracing::error!(target: "strata_wasm::plugin", plugin, "{message}")
+            }
         }
     }
 }
@@ -374,8 +380,7 @@ impl WasmProjection {
             data.limiter.refused = false;
         }
         live.stderr.clear_tail();
-        live.store
-            .set_epoch_deadline(self.engine.ticks_for(budget));
+        live.store.set_epoch_deadline(self.engine.ticks_for(budget));
         let result = f(&mut live.store, &live.bindings);
         let data = live.store.data_mut();
         *state = std::mem::take(&mut data.state);

@@ -1,0 +1,141 @@
+//! Test-only plugin that misbehaves on request, to check the host's sandbox and limits.
+//!
+//! `apply` looks at each event's type:
+//!
+//! - `loop`: spins forever (the host must stop it at the time budget);
+//! - `hog`: allocates and touches memory until it runs out (the host must stop it at the
+//!   memory limit);
+//! - `trap`: executes `unreachable`;
+//! - `panic`: panics (a trap, with the message on stderr);
+//! - `fail`: returns an error;
+//! - `oversize`: writes a value over the host's value limit and ignores the error (the host
+//!   must still fail the batch);
+//! - `sandbox`: tries to read, create and list files, read the environment and arguments, and
+//!   stores what happened under the key `sandbox` (a map from attempt to `"denied: ..."` or
+//!   `"ALLOWED: ..."`);
+//! - anything else: increments the counter under the key `count`.
+//!
+//! `query` takes a UTF-8 request: `loop`, `trap`, `panic`, `write` (a write during a query),
+//! or anything else to get the counter (MessagePack u64).
+
+use std::collections::BTreeMap;
+
+use strata_plugin::{encode, export_plugin, state, Error, Event, Plugin};
+
+fn spin() -> ! {
+    let mut i: u64 = 0;
+    loop {
+        i = std::hint::black_box(i.wrapping_add(1));
+    }
+}
+
+fn hog() -> usize {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // 1 MiB at a time, written to so that it is really used.
+        chunks.push(vec![0xA5; 1 << 20]);
+        std::hint::black_box(&chunks);
+        if chunks.len() > 1 << 20 {
+            return chunks.len();
+        }
+    }
+}
+
+fn outcome<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) -> String {
+    match result {
+        Ok(value) => format!("ALLOWED: {value:?}"),
+        Err(error) => format!("denied: {error}"),
+    }
+}
+
+fn probe_sandbox() -> Result<(), Error> {
+    let mut report = BTreeMap::new();
+    report.insert(
+        "read /etc/passwd",
+        outcome(std::fs::read_to_string("/etc/passwd").map(|s| s.len())),
+    );
+    report.insert(
+        "read ./Cargo.toml",
+        outcome(std::fs::read_to_string("Cargo.toml").map(|s| s.len())),
+    );
+    report.insert(
+        "create /tmp/strata-sandbox-escape",
+        outcome(std::fs::write("/tmp/strata-sandbox-escape", b"escaped")),
+    );
+    report.insert(
+        "list /",
+        outcome(std::fs::read_dir("/").map(|d| d.count())),
+    );
+    report.insert(
+        "current dir",
+        outcome(std::env::current_dir()),
+    );
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    report.insert(
+        "environment",
+        if vars.is_empty() {
+            "denied: empty".to_string()
+        } else {
+            format!("ALLOWED: {} variables", vars.len())
+        },
+    );
+    let args: Vec<String> = std::env::args().collect();
+    report.insert(
+        "arguments",
+        if args.is_empty() {
+            "denied: empty".to_string()
+        } else {
+            format!("ALLOWED: {args:?}")
+        },
+    );
+    report.insert(
+        "connect 127.0.0.1:22",
+        outcome(std::net::TcpStream::connect("127.0.0.1:22").map(|_| ())),
+    );
+    state::put("sandbox", &report)
+}
+
+struct Hostile;
+
+impl Plugin for Hostile {
+    const NAME: &'static str = "hostile";
+    const VERSION: u32 = 1;
+    const EVENT_TYPES: &'static [&'static str] = &[];
+
+    fn apply(event: &Event) -> Result<(), Error> {
+        match event.event_type.as_str() {
+            "loop" => spin(),
+            "hog" => Err(Error::new(format!("hog survived with {} MiB", hog()))),
+            "trap" => std::arch::wasm32::unreachable(),
+            "panic" => panic!("hostile plugin panics on purpose at position {}", event.position),
+            "fail" => Err(Error::new("hostile plugin refuses this event")),
+            "oversize" => {
+                let huge = vec![0u8; 8 << 20];
+                // Swallow the error on purpose: the host must fail the call anyway.
+                let _ = state::raw::put(b"huge", &huge);
+                Ok(())
+            }
+            "sandbox" => probe_sandbox(),
+            _ => {
+                eprintln!("hostile plugin counts event {}", event.position);
+                let count: u64 = state::get("count")?.unwrap_or(0);
+                state::put("count", &(count + 1))
+            }
+        }
+    }
+
+    fn query(request: &[u8]) -> Result<Vec<u8>, Error> {
+        match request {
+            b"loop" => spin(),
+            b"trap" => std::arch::wasm32::unreachable(),
+            b"panic" => panic!("hostile plugin panics in a query"),
+            b"write" => {
+                state::put("count", &0u64)?;
+                encode(&"wrote during a query")
+            }
+            _ => encode(&state::get::<u64>("count")?.unwrap_or(0)),
+        }
+    }
+}
+
+export_plugin!(Hostile);
