@@ -54,8 +54,9 @@ pub use event::{
 };
 pub use options::{limits, BucketWidth, Durability, Options};
 pub use projection::{
-    CommittedState, MemoryState, Projection, ProjectionError, ProjectionInfo, ProjectionState,
-    StateError, StateLimits,
+    BackgroundRunner, BatchOutcome, CommittedState, MemoryState, Projection, ProjectionError,
+    ProjectionInfo, ProjectionPhase, ProjectionRunner, ProjectionState, ProjectionStatus,
+    RunnerError, RunnerOptions, StateError, StateLimits,
 };
 pub use reader::Direction;
 pub use schema::{APPLICATION_ID, CURRENT_VERSION as SCHEMA_VERSION};
