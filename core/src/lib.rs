@@ -61,3 +61,8 @@ pub use projection::{
 pub use reader::Direction;
 pub use schema::{APPLICATION_ID, CURRENT_VERSION as SCHEMA_VERSION};
 pub use store::{EventIter, Store};
+
+/// The README's Rust example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
