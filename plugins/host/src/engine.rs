@@ -246,3 +246,51 @@ fn tick(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_round_up_to_whole_ticks_plus_one() {
+        let engine = PluginEngine::new(EngineOptions {
+            cache: CacheDir::Disabled,
+            epoch_tick: Duration::from_millis(10),
+        })
+        .unwrap();
+        assert_eq!(engine.ticks_for(Duration::from_millis(100)), 11);
+        assert_eq!(engine.ticks_for(Duration::from_millis(101)), 12);
+        assert_eq!(engine.ticks_for(Duration::ZERO), 1);
+        assert_eq!(engine.epoch_tick(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_ticker_does_not_keep_the_engine_alive() {
+        let engine = PluginEngine::new(EngineOptions {
+            cache: CacheDir::Disabled,
+            epoch_tick: Duration::from_millis(1),
+        })
+        .unwrap();
+        let weak = engine.engine().weak();
+        let clone = engine.clone();
+        drop(engine);
+        assert!(weak.upgrade().is_some(), "a clone keeps the engine alive");
+        drop(clone);
+        assert!(
+            weak.upgrade().is_none(),
+            "the ticker does not keep the engine alive"
+        );
+    }
+
+    #[test]
+    fn the_cache_dir_is_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = PluginEngine::new(EngineOptions {
+            cache: CacheDir::Path(dir.path().join("cache")),
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        assert!(engine.cache_dir().unwrap().is_absolute());
+        assert!(engine.cache_dir().unwrap().ends_with("cache"));
+    }
+}

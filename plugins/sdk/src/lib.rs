@@ -46,11 +46,11 @@
 
 extern crate self as strata_plugin;
 
+/// Re-exported for plugins that want MessagePack options beyond [`encode`] / [`decode`].
+pub use rmp_serde;
 /// Re-exported so that plugins need no dependency of their own: derive with
 /// `#[derive(strata_plugin::serde::Deserialize)]` and `#[serde(crate = "strata_plugin::serde")]`.
 pub use serde;
-/// Re-exported for plugins that want MessagePack options beyond [`encode`] / [`decode`].
-pub use rmp_serde;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -176,9 +176,8 @@ impl Event {
 
     /// Decodes the metadata from MessagePack into `T`.
     pub fn decode_metadata<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        decode(&self.metadata).map_err(|e| {
-            e.context(format!("metadata of event at position {}", self.position))
-        })
+        decode(&self.metadata)
+            .map_err(|e| e.context(format!("metadata of event at position {}", self.position)))
     }
 
     /// The event id in the usual UUID text form.
@@ -290,6 +289,9 @@ pub mod state {
     pub mod raw {
         use super::super::{wit_state, Error};
 
+        /// Key-value pairs, in key order.
+        pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
         /// The bytes under `key`.
         pub fn get(key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
             wit_state::get(key).map_err(Error::new)
@@ -315,7 +317,7 @@ pub mod state {
             prefix: &[u8],
             after: Option<&[u8]>,
             limit: u32,
-        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        ) -> Result<Entries, Error> {
             wit_state::scan_prefix(prefix, after, limit).map_err(Error::new)
         }
     }
@@ -445,4 +447,88 @@ macro_rules! export_plugin {
             );
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wit_event() -> wit_types::Event {
+        wit_types::Event {
+            position: 3,
+            stream_id: "order-1".into(),
+            version: 1,
+            event_type: "order_created".into(),
+            event_id: (0x0123456789abcdef, 0xfedcba9876543210),
+            recorded_at: 42,
+            data: encode(&std::collections::BTreeMap::from([("amount_cents", 250)])).unwrap(),
+            metadata: Vec::new(),
+        }
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(crate = "strata_plugin::serde")]
+    struct Amount {
+        amount_cents: i64,
+    }
+
+    #[test]
+    fn events_decode_their_messagepack_data() {
+        let event = Event::from(wit_event());
+        assert_eq!(
+            event.decode::<Amount>().unwrap(),
+            Amount { amount_cents: 250 }
+        );
+        assert_eq!(event.recorded_at, 42);
+    }
+
+    #[test]
+    fn the_event_id_is_rebuilt_from_big_endian_halves() {
+        let event = Event::from(wit_event());
+        assert_eq!(
+            event.event_id_string(),
+            "01234567-89ab-cdef-fedc-ba9876543210"
+        );
+        assert_eq!(event.event_id[0], 0x01);
+        assert_eq!(event.event_id[15], 0x10);
+    }
+
+    #[test]
+    fn decoding_errors_name_the_event() {
+        let mut raw = wit_event();
+        raw.data = encode("not a map").unwrap();
+        let error = Event::from(raw).decode::<Amount>().unwrap_err();
+        assert!(error.message().contains("position 3"), "{error}");
+        assert!(error.message().contains("order_created"), "{error}");
+    }
+
+    #[test]
+    fn queries_decode_requests_and_encode_answers() {
+        let request = encode(&std::collections::BTreeMap::from([("amount_cents", 7)])).unwrap();
+        let answer = handle_query(&request, |a: Amount| Ok(a.amount_cents * 2)).unwrap();
+        assert_eq!(decode::<i64>(&answer).unwrap(), 14);
+        let error = handle_query(b"\xc1", |a: Amount| Ok(a.amount_cents)).unwrap_err();
+        assert!(error.message().starts_with("bad query request"), "{error}");
+    }
+
+    #[test]
+    fn the_description_comes_from_the_plugin_constants() {
+        struct P;
+        impl Plugin for P {
+            const NAME: &'static str = "p";
+            const VERSION: u32 = 9;
+            const EVENT_TYPES: &'static [&'static str] = &["a", "b"];
+            fn apply(_: &Event) -> Result<(), Error> {
+                Err(Error::new("nope"))
+            }
+            fn query(_: &[u8]) -> Result<Vec<u8>, Error> {
+                Ok(Vec::new())
+            }
+        }
+        let info = __private::describe::<P>();
+        assert_eq!((info.name.as_str(), info.version), ("p", 9));
+        assert_eq!(info.event_types, ["a", "b"]);
+        let error = __private::apply::<P>(vec![wit_event()]).unwrap_err();
+        assert_eq!(error, "order_created at position 3: nope");
+    }
 }
