@@ -1,4 +1,7 @@
-//! Shared helpers for the benches: payloads, baseline schemas, and whether this is a smoke run.
+//! Shared helpers for the benches: payloads, baseline schemas, native projections, and whether
+//! this is a smoke run.
+
+pub mod native;
 
 use strata::NewEvent;
 
