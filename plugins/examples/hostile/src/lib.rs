@@ -10,6 +10,7 @@
 //! - `fail`: returns an error;
 //! - `oversize`: writes a value over the host's value limit and ignores the error (the host
 //!   must still fail the batch);
+//! - `chatty`: writes a line to stdout, one to stderr, and logs at each level;
 //! - `sandbox`: tries to read, create and list files, read the environment and arguments, and
 //!   stores what happened under the key `sandbox` (a map from attempt to `"denied: ..."` or
 //!   `"ALLOWED: ..."`);
@@ -112,6 +113,15 @@ impl Plugin for Hostile {
                 Ok(())
             }
             "sandbox" => probe_sandbox(),
+            "chatty" => {
+                println!("hostile says hello on stdout");
+                eprintln!("hostile says hello on stderr");
+                strata_plugin::log::debug("hostile logs at debug");
+                strata_plugin::log::info("hostile logs at info");
+                strata_plugin::log::warn("hostile logs at warn");
+                strata_plugin::log::error("hostile logs at error");
+                Ok(())
+            }
             _ => {
                 eprintln!("hostile plugin counts event {}", event.position);
                 let count: u64 = state::get("count")?.unwrap_or(0);
