@@ -112,6 +112,32 @@ fn a_trap_is_reported_as_a_trap() {
 }
 
 #[test]
+fn a_stack_overflow_is_a_trap() {
+    // Rust keeps its frames on a shadow stack in linear memory: overflowing it runs below
+    // address 0, an out-of-bounds access, rather than exhausting wasmtime's native stack.
+    let (error, _) = fault_then_recover("recurse");
+    match error {
+        ProjectionError::Trap(message) => assert!(message.contains("wasm trap"), "{message}"),
+        other => panic!("expected Trap, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_arrives_in_one_call() {
+    let mut projection = hostile();
+    let committed = Arc::new(MemoryState::new());
+    let mut log = Log::default();
+    for _ in 0..25 {
+        log.raw("tick");
+    }
+    apply(&mut projection, &committed, &log.events).unwrap();
+    let batches: u64 =
+        rmp_serde::from_slice(&query(&mut projection, &committed, b"batches").unwrap()).unwrap();
+    assert_eq!(batches, 1);
+    assert_eq!(count(&mut projection, &committed), 25);
+}
+
+#[test]
 fn a_rust_panic_is_a_trap_quoting_the_panic_message() {
     let (error, _) = fault_then_recover("panic");
     match error {
@@ -167,8 +193,9 @@ fn the_state_is_handed_back_even_when_the_plugin_faults() {
     let mut state = ProjectionState::for_batch(committed.clone(), StateLimits::default());
     let error = projection.apply(&log.events, &mut state).unwrap_err();
     assert!(matches!(error, ProjectionError::Trap(_)), "{error:?}");
-    // The runner's state comes back with the batch's writes, for it to discard.
-    assert_eq!(state.buffered_writes(), 1);
+    // The runner's state comes back with the batch's writes (`batches` and `count`), for it
+    // to discard.
+    assert_eq!(state.buffered_writes(), 2);
     assert!(!state.is_read_only());
     assert!(committed.is_empty());
 }

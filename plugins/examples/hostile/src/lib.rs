@@ -6,6 +6,7 @@
 //! - `hog`: allocates and touches memory until it runs out (the host must stop it at the
 //!   memory limit);
 //! - `trap`: executes `unreachable`;
+//! - `recurse`: recurses without end (a stack overflow);
 //! - `panic`: panics (a trap, with the message on stderr);
 //! - `fail`: returns an error;
 //! - `oversize`: writes a value over the host's value limit and ignores the error (the host
@@ -16,8 +17,11 @@
 //!   `"ALLOWED: ..."`);
 //! - anything else: increments the counter under the key `count`.
 //!
+//! Every `apply` call also increments `batches`, to check that a batch arrives in one call.
+//!
 //! `query` takes a UTF-8 request: `loop`, `trap`, `panic`, `write` (a write during a query),
-//! or anything else to get the counter (MessagePack u64).
+//! `batches` to get the number of `apply` calls, or anything else to get the counter
+//! (MessagePack u64).
 
 use std::collections::BTreeMap;
 
@@ -40,6 +44,16 @@ fn hog() -> usize {
             return chunks.len();
         }
     }
+}
+
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let mut frame = [0u8; 512];
+    frame[(depth % 512) as usize] = depth as u8;
+    std::hint::black_box(&mut frame);
+    recurse(depth + 1) + u64::from(frame[0])
 }
 
 fn outcome<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) -> String {
@@ -96,11 +110,26 @@ impl Plugin for Hostile {
     const VERSION: u32 = 1;
     const EVENT_TYPES: &'static [&'static str] = &[];
 
+    fn apply_batch(events: &[Event]) -> Result<(), Error> {
+        let batches: u64 = state::get("batches")?.unwrap_or(0);
+        state::put("batches", &(batches + 1))?;
+        for event in events {
+            Self::apply(event).map_err(|e| {
+                e.context(format!(
+                    "{} at position {}",
+                    event.event_type, event.position
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     fn apply(event: &Event) -> Result<(), Error> {
         match event.event_type.as_str() {
             "loop" => spin(),
             "hog" => Err(Error::new(format!("hog survived with {} MiB", hog()))),
             "trap" => std::arch::wasm32::unreachable(),
+            "recurse" => Err(Error::new(format!("recursion ended at {}", recurse(0)))),
             "panic" => panic!(
                 "hostile plugin panics on purpose at position {}",
                 event.position
@@ -139,6 +168,7 @@ impl Plugin for Hostile {
                 state::put("count", &0u64)?;
                 encode(&"wrote during a query")
             }
+            b"batches" => encode(&state::get::<u64>("batches")?.unwrap_or(0)),
             _ => encode(&state::get::<u64>("count")?.unwrap_or(0)),
         }
     }
