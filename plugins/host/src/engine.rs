@@ -62,6 +62,15 @@ pub enum EngineError {
     Ticker(String),
 }
 
+/// Counters of the on-disk cache of compiled components.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Loads served from the cache.
+    pub hits: usize,
+    /// Loads that compiled and stored the result.
+    pub misses: usize,
+}
+
 /// A compiled-component load, as seen by the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadReport {
@@ -162,6 +171,15 @@ impl PluginEngine {
     /// The cache directory in use, if the cache is enabled.
     pub fn cache_dir(&self) -> Option<&Path> {
         self.inner.cache.as_ref().map(|c| c.directory().as_path())
+    }
+
+    /// Cache hits and misses (compilations stored) since this engine was created, or `None`
+    /// when the cache is disabled. For metrics.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(|cache| CacheStats {
+            hits: cache.cache_hits(),
+            misses: cache.cache_misses(),
+        })
     }
 
     /// The epoch tick: granularity of time budgets.

@@ -3,7 +3,10 @@
 
 mod common;
 
-use strata_wasm::{CacheDir, EngineOptions, PluginEngine, PluginLimits, WasmProjection};
+use strata::ProjectionError;
+use strata_wasm::{
+    CacheDir, CacheStats, EngineOptions, PluginEngine, PluginLimits, WasmProjection,
+};
 
 use common::wasm;
 
@@ -39,14 +42,14 @@ fn files_in(dir: &std::path::Path) -> usize {
 #[test]
 fn reopening_loads_from_the_cache_without_recompiling() {
     let dir = tempfile::tempdir().unwrap();
-    let user_stats = wasm("user-stats");
+    let plugin = wasm("event-counter");
 
     let first = engine_with_cache(dir.path());
     assert!(first
         .cache_dir()
         .unwrap()
         .starts_with(dir.path().canonicalize().unwrap()));
-    let loaded = WasmProjection::load(&first, &user_stats, PluginLimits::default()).unwrap();
+    let loaded = WasmProjection::load(&first, &plugin, PluginLimits::default()).unwrap();
     assert_eq!(
         loaded.load_report().cache_hit,
         Some(false),
@@ -62,23 +65,32 @@ fn reopening_loads_from_the_cache_without_recompiling() {
 
     // A new engine, as a new process would have: nothing in memory.
     let second = engine_with_cache(dir.path());
-    let reloaded = WasmProjection::load(&second, &user_stats, PluginLimits::default()).unwrap();
+    let reloaded = WasmProjection::load(&second, &plugin, PluginLimits::default()).unwrap();
     assert_eq!(
         reloaded.load_report().cache_hit,
         Some(true),
         "reload hits the cache"
     );
-    assert_eq!(reloaded.info().name, "user-stats");
+    assert_eq!(reloaded.info().name, "event-counter");
     assert!(
         reloaded.load_report().compile_time < compile_time,
         "loading from cache is faster than compiling: {:?} vs {compile_time:?}",
         reloaded.load_report().compile_time
     );
 
-    // Other bytes are another entry.
-    let counter =
-        WasmProjection::load(&second, &wasm("event-counter"), PluginLimits::default()).unwrap();
-    assert_eq!(counter.load_report().cache_hit, Some(false));
+    assert_eq!(
+        second.cache_stats(),
+        Some(CacheStats { hits: 1, misses: 0 })
+    );
+
+    // Other bytes are another entry (this plugin then fails validation, after compiling).
+    let error =
+        WasmProjection::load(&second, &wasm("malformed"), PluginLimits::default()).unwrap_err();
+    assert!(matches!(error, ProjectionError::Malformed(_)), "{error:?}");
+    assert_eq!(
+        second.cache_stats(),
+        Some(CacheStats { hits: 1, misses: 1 })
+    );
 }
 
 #[test]
@@ -89,6 +101,7 @@ fn without_a_cache_every_load_compiles() {
     })
     .unwrap();
     assert_eq!(engine.cache_dir(), None);
+    assert_eq!(engine.cache_stats(), None);
     let loaded =
         WasmProjection::load(&engine, &wasm("event-counter"), PluginLimits::default()).unwrap();
     assert_eq!(loaded.load_report().cache_hit, None);
