@@ -181,7 +181,7 @@ struct Snapshot {
 impl AggregateStore {
     /// An aggregate store over `store`; creates the `snapshots` table if missing.
     pub fn new(store: &Store, policy: SnapshotPolicy) -> Result<Self, AggregateError> {
-        let conn = store.side_connection()?;
+        let conn = store.open_side_connection()?;
         conn.execute_batch(CREATE_SNAPSHOTS)?;
         Ok(AggregateStore {
             store: store.clone(),

@@ -162,7 +162,9 @@ impl std::fmt::Debug for EventBus {
 impl EventBus {
     /// A bus over `store`; creates the `checkpoints` table if missing.
     pub fn new(store: &Store) -> Result<EventBus, BusError> {
-        store.side_connection()?.execute_batch(CREATE_CHECKPOINTS)?;
+        store
+            .open_side_connection()?
+            .execute_batch(CREATE_CHECKPOINTS)?;
         Ok(EventBus {
             store: store.clone(),
             names: Arc::new(Mutex::new(HashSet::new())),
@@ -171,7 +173,7 @@ impl EventBus {
 
     /// The stored checkpoint of handler `name` (0: none yet).
     pub fn checkpoint(&self, name: &str) -> Result<Position, BusError> {
-        let conn = self.store.side_connection()?;
+        let conn = self.store.open_side_connection()?;
         read_checkpoint(&conn, name)
     }
 
@@ -193,7 +195,7 @@ impl EventBus {
         if name.is_empty() || name.len() > 200 {
             return Err(InvalidInput::Other("handler name must be 1..=200 bytes".into()).into());
         }
-        let conn = self.store.side_connection()?;
+        let conn = self.store.open_side_connection()?;
         let checkpoint = read_checkpoint(&conn, name)?;
         let subscription = self
             .store

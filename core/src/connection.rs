@@ -50,7 +50,8 @@ pub(crate) enum Role {
     Writer,
     /// A pooled read connection.
     Reader,
-    /// A read-write connection for side tables (checkpoints, snapshots), not the event log.
+    /// A connection that writes outside the event log (projection state, checkpoints,
+    /// snapshots, maintenance).
     Side,
 }
 

@@ -313,7 +313,6 @@ impl Store {
         self.inner.cache.stats()
     }
 
-    #[allow(dead_code)]
     pub(crate) fn readers(&self) -> &ReadPool {
         &self.inner.readers
     }
@@ -322,9 +321,9 @@ impl Store {
         &self.inner.notifier
     }
 
-    /// A new read-write connection to the store file, beside the writer's (WAL allows it; it
-    /// waits `busy_timeout_ms` for the write lock). For side tables: checkpoints, snapshots.
-    pub(crate) fn side_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
+    /// A new connection for writes outside the event log (projection state, maintenance).
+    /// SQLite's write lock serialises it with the writer thread.
+    pub(crate) fn open_side_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
         connection::open(&self.inner.location, Role::Side, &self.inner.options)
     }
 }

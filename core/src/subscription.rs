@@ -220,7 +220,10 @@ impl Subscription {
     /// delivered or is buffered. After the buffer is drained, a consumer that has handled every
     /// delivered event may checkpoint `next_position() - 1`.
     pub fn next_position(&self) -> Position {
-        self.page.as_slice().first().map_or(self.sql.from, |e| e.position)
+        self.page
+            .as_slice()
+            .first()
+            .map_or(self.sql.from, |e| e.position)
     }
 
     /// Events read from SQLite but not yet delivered: never more than the page size.
@@ -230,7 +233,11 @@ impl Subscription {
 
     /// Approximate bytes of the buffered events ([`Event::approximate_size`]).
     pub fn buffered_bytes(&self) -> usize {
-        self.page.as_slice().iter().map(Event::approximate_size).sum()
+        self.page
+            .as_slice()
+            .iter()
+            .map(Event::approximate_size)
+            .sum()
     }
 
     /// The page size: the bound on [`Subscription::buffered`].
