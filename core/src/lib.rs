@@ -39,6 +39,7 @@ pub mod projection;
 mod reader;
 mod schema;
 mod store;
+pub mod workload;
 mod writer;
 
 pub use bytes::Bytes;
