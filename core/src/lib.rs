@@ -28,11 +28,13 @@
 #![warn(missing_docs)]
 
 mod catalog;
+pub mod check;
 mod checksum;
 pub mod clock;
 mod connection;
 pub mod error;
 pub mod event;
+pub mod maintenance;
 mod notify;
 pub mod options;
 pub mod projection;
@@ -46,12 +48,16 @@ pub use bytes::Bytes;
 pub use uuid::Uuid;
 
 pub use catalog::{BucketInfo, BucketState, StreamInfo};
+pub use check::{CheckReport, Problem, ProblemKind};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
     AppendError, DecodeError, EncodeError, Error, InvalidInput, OpenError, ReadError, Result,
 };
 pub use event::{
     AppendResult, Event, ExpectedVersion, NewEvent, Position, StreamAppend, StreamVersion,
+};
+pub use maintenance::{
+    ArchiveReport, MaintenanceError, RetainedBucket, RetentionAction, SpaceReport,
 };
 pub use options::{limits, BucketWidth, Durability, Options};
 pub use projection::{

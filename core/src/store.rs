@@ -298,6 +298,10 @@ impl Store {
         self.inner.notifier.wait_past(after, timeout)
     }
 
+    pub(crate) fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
     #[allow(dead_code)]
     pub(crate) fn readers(&self) -> &ReadPool {
         &self.inner.readers
