@@ -35,6 +35,7 @@ mod connection;
 pub mod error;
 pub mod event;
 pub mod maintenance;
+pub mod metrics;
 mod notify;
 pub mod options;
 pub mod projection;
@@ -59,6 +60,7 @@ pub use event::{
 pub use maintenance::{
     ArchiveReport, MaintenanceError, RetainedBucket, RetentionAction, SpaceReport,
 };
+pub use metrics::{CacheMetrics, MetricsSnapshot, ProjectionMetrics};
 pub use options::{limits, BucketWidth, Durability, Options};
 pub use projection::{
     CommittedState, MemoryState, Projection, ProjectionError, ProjectionInfo, ProjectionState,
