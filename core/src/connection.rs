@@ -50,6 +50,8 @@ pub(crate) enum Role {
     Writer,
     /// A pooled read connection.
     Reader,
+    /// A connection that writes outside the event log (projection state, maintenance).
+    Side,
 }
 
 const STATEMENT_CACHE_CAPACITY: usize = 64;
@@ -87,6 +89,9 @@ pub(crate) fn configure(conn: &Connection, role: Role, options: &Options) -> rus
             conn.pragma_update(None, "cache_size", -((options.page_cache_kib / 4) as i64))?;
             conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
             conn.pragma_update(None, "query_only", true)?;
+        }
+        Role::Side => {
+            conn.pragma_update(None, "cache_size", -((options.page_cache_kib / 4) as i64))?;
         }
     }
     Ok(())

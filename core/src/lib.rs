@@ -63,9 +63,15 @@ pub use maintenance::{
 pub use metrics::{CacheMetrics, MetricsSnapshot, ProjectionMetrics};
 pub use options::{limits, BucketWidth, Durability, Options};
 pub use projection::{
-    CommittedState, MemoryState, Projection, ProjectionError, ProjectionInfo, ProjectionState,
-    StateError, StateLimits,
+    BackgroundRunner, BatchOutcome, CommittedState, MemoryState, Projection, ProjectionError,
+    ProjectionInfo, ProjectionPhase, ProjectionRunner, ProjectionState, ProjectionStatus,
+    RunnerError, RunnerOptions, StateError, StateLimits,
 };
 pub use reader::Direction;
 pub use schema::{APPLICATION_ID, CURRENT_VERSION as SCHEMA_VERSION};
 pub use store::{EventIter, Store};
+
+/// The README's Rust example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::catalog::{self, BucketInfo, BucketState, BUCKET_COLUMNS};
 use crate::clock::{Clock, SystemClock};
-use crate::connection::{self, Location, Role};
+use crate::connection::Location;
 use crate::error::InvalidInput;
 use crate::store::Store;
 
@@ -179,11 +179,7 @@ fn now_rfc3339() -> String {
 impl Store {
     /// A connection for maintenance writes, with the store's busy timeout.
     fn maintenance_connection(&self) -> Result<Connection, MaintenanceError> {
-        Ok(connection::open(
-            self.location(),
-            Role::Writer,
-            self.options(),
-        )?)
+        Ok(self.open_side_connection()?)
     }
 
     /// Seals bucket `id`: no more appends go to it; the next append opens a new bucket (whose

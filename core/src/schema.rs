@@ -83,6 +83,35 @@ fn create_v1(tx: &Transaction<'_>, width: BucketWidth) -> rusqlite::Result<()> {
             name     TEXT NOT NULL UNIQUE
         );
 
+        -- Projections: one row per (name, version); each has its own state namespace. The
+        -- checkpoint and the state of a batch commit in one transaction.
+        CREATE TABLE projections (
+            namespace      INTEGER PRIMARY KEY,
+            name           TEXT NOT NULL,
+            version        INTEGER NOT NULL,
+            event_types    TEXT NOT NULL,
+            checkpoint     INTEGER NOT NULL DEFAULT 0,
+            status         TEXT NOT NULL CHECK (status IN ('catching_up', 'live', 'faulted', 'rebuilding', 'retired')),
+            fault_position INTEGER,
+            fault_message  TEXT,
+            updated_at     INTEGER NOT NULL,
+            UNIQUE (name, version)
+        );
+        CREATE TABLE projection_state (
+            namespace INTEGER NOT NULL,
+            key       BLOB NOT NULL,
+            value     BLOB NOT NULL,
+            PRIMARY KEY (namespace, key)
+        ) WITHOUT ROWID;
+        -- Events a projection was told to skip after faulting on them, kept for the record.
+        CREATE TABLE projection_skips (
+            namespace  INTEGER NOT NULL,
+            position   INTEGER NOT NULL,
+            message    TEXT NOT NULL,
+            skipped_at INTEGER NOT NULL,
+            PRIMARY KEY (namespace, position)
+        ) WITHOUT ROWID;
+
         -- Every event id ever stored, with where it went: store-wide idempotency.
         CREATE TABLE event_ids (
             event_id   BLOB PRIMARY KEY,

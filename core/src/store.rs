@@ -315,9 +315,14 @@ impl Store {
         &self.inner.location
     }
 
-    #[allow(dead_code)]
     pub(crate) fn readers(&self) -> &ReadPool {
         &self.inner.readers
+    }
+
+    /// A new connection for writes outside the event log (projection state, maintenance).
+    /// SQLite's write lock serialises it with the writer thread.
+    pub(crate) fn open_side_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
+        connection::open(&self.inner.location, Role::Side, &self.inner.options)
     }
 }
 

@@ -6,8 +6,13 @@
 //! events from the projection's checkpoint in batches and commits the state writes of a batch
 //! together with the new checkpoint, in one SQLite transaction.
 
+mod runner;
 mod state;
 
+pub use runner::{
+    BackgroundRunner, BatchOutcome, ProjectionPhase, ProjectionRunner, ProjectionStatus,
+    RunnerError, RunnerOptions, MAX_BATCH_SIZE,
+};
 pub use state::{
     CommittedState, MemoryState, ProjectionState, StateEntry, StateError, StateLimits,
 };

@@ -62,6 +62,15 @@ pub enum EngineError {
     Ticker(String),
 }
 
+/// Counters of the on-disk cache of compiled components.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Loads served from the cache.
+    pub hits: usize,
+    /// Loads that compiled and stored the result.
+    pub misses: usize,
+}
+
 /// A compiled-component load, as seen by the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadReport {
@@ -164,6 +173,15 @@ impl PluginEngine {
         self.inner.cache.as_ref().map(|c| c.directory().as_path())
     }
 
+    /// Cache hits and misses (compilations stored) since this engine was created, or `None`
+    /// when the cache is disabled. For metrics.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(|cache| CacheStats {
+            hits: cache.cache_hits(),
+            misses: cache.cache_misses(),
+        })
+    }
+
     /// The epoch tick: granularity of time budgets.
     pub fn epoch_tick(&self) -> Duration {
         self.inner.epoch_tick
@@ -178,7 +196,9 @@ impl PluginEngine {
     pub(crate) fn ticks_for(&self, budget: Duration) -> u64 {
         let tick = self.inner.epoch_tick.as_nanos().max(1);
         let ticks = budget.as_nanos().div_ceil(tick);
-        u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)
+        u64::try_from(ticks)
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// Compiles (or loads from cache) a component.
@@ -242,5 +262,53 @@ fn tick(
             Some(engine) => engine.increment_epoch(),
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_round_up_to_whole_ticks_plus_one() {
+        let engine = PluginEngine::new(EngineOptions {
+            cache: CacheDir::Disabled,
+            epoch_tick: Duration::from_millis(10),
+        })
+        .unwrap();
+        assert_eq!(engine.ticks_for(Duration::from_millis(100)), 11);
+        assert_eq!(engine.ticks_for(Duration::from_millis(101)), 12);
+        assert_eq!(engine.ticks_for(Duration::ZERO), 1);
+        assert_eq!(engine.epoch_tick(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_ticker_does_not_keep_the_engine_alive() {
+        let engine = PluginEngine::new(EngineOptions {
+            cache: CacheDir::Disabled,
+            epoch_tick: Duration::from_millis(1),
+        })
+        .unwrap();
+        let weak = engine.engine().weak();
+        let clone = engine.clone();
+        drop(engine);
+        assert!(weak.upgrade().is_some(), "a clone keeps the engine alive");
+        drop(clone);
+        assert!(
+            weak.upgrade().is_none(),
+            "the ticker does not keep the engine alive"
+        );
+    }
+
+    #[test]
+    fn the_cache_dir_is_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = PluginEngine::new(EngineOptions {
+            cache: CacheDir::Path(dir.path().join("cache")),
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        assert!(engine.cache_dir().unwrap().is_absolute());
+        assert!(engine.cache_dir().unwrap().ends_with("cache"));
     }
 }

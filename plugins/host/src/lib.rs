@@ -40,5 +40,5 @@ pub mod examples;
 mod output;
 mod projection;
 
-pub use engine::{CacheDir, EngineError, EngineOptions, LoadReport, PluginEngine};
+pub use engine::{CacheDir, CacheStats, EngineError, EngineOptions, LoadReport, PluginEngine};
 pub use projection::{PluginLimits, WasmProjection};

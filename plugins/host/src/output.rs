@@ -84,8 +84,12 @@ impl PluginOutput {
         let line = String::from_utf8_lossy(line);
         let plugin = self.name.get().map(String::as_str).unwrap_or("<loading>");
         match self.kind {
-            Kind::Stdout => tracing::info!(target: "strata_wasm::plugin", plugin, stream = "stdout", "{line}"),
-            Kind::Stderr => tracing::warn!(target: "strata_wasm::plugin", plugin, stream = "stderr", "{line}"),
+            Kind::Stdout => {
+                tracing::info!(target: "strata_wasm::plugin", plugin, stream = "stdout", "{line}")
+            }
+            Kind::Stderr => {
+                tracing::warn!(target: "strata_wasm::plugin", plugin, stream = "stderr", "{line}")
+            }
         }
     }
 }

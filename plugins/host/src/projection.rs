@@ -222,11 +222,17 @@ impl log::Host for HostData {
         }
         let plugin = self.name.get().map(String::as_str).unwrap_or("<loading>");
         match level {
-            log::Level::Trace => tracing::trace!(target: "strata_wasm::plugin", plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "strata_wasm::plugin", plugin, "{message}"),
+            log::Level::Trace => {
+                tracing::trace!(target: "strata_wasm::plugin", plugin, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "strata_wasm::plugin", plugin, "{message}")
+            }
             log::Level::Info => tracing::info!(target: "strata_wasm::plugin", plugin, "{message}"),
             log::Level::Warn => tracing::warn!(target: "strata_wasm::plugin", plugin, "{message}"),
-            log::Level::Error => tracing::error!(target: "strata_wasm::plugin", plugin, "{message}"),
+            log::Level::Error => {
+                tracing::error!(target: "strata_wasm::plugin", plugin, "{message}")
+            }
         }
     }
 }
@@ -374,8 +380,7 @@ impl WasmProjection {
             data.limiter.refused = false;
         }
         live.stderr.clear_tail();
-        live.store
-            .set_epoch_deadline(self.engine.ticks_for(budget));
+        live.store.set_epoch_deadline(self.engine.ticks_for(budget));
         let result = f(&mut live.store, &live.bindings);
         let data = live.store.data_mut();
         *state = std::mem::take(&mut data.state);
@@ -534,5 +539,79 @@ impl Projection for WasmProjection {
             bindings.call_query(store, request)
         })?
         .map_err(ProjectionError::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, event_types: &[&str]) -> types::Info {
+        types::Info {
+            name: name.to_string(),
+            version: 3,
+            event_types: event_types.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn valid_descriptions_pass_through() {
+        let name = "a".repeat(64);
+        let got = validate_info(info(&name, &["order_created", &"x".repeat(255)])).unwrap();
+        assert_eq!(got.name, name);
+        assert_eq!(got.version, 3);
+        assert_eq!(got.event_types.len(), 2);
+        assert!(validate_info(info("user-stats_2", &[])).is_ok());
+    }
+
+    #[test]
+    fn invalid_names_are_malformed() {
+        for name in [
+            "",
+            "UserStats",
+            "user stats",
+            "user.stats",
+            "üser",
+            &"a".repeat(65),
+        ] {
+            assert!(
+                matches!(
+                    validate_info(info(name, &[])),
+                    Err(ProjectionError::Malformed(_))
+                ),
+                "{name:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_event_types_are_malformed() {
+        for event_type in [String::new(), "x".repeat(256)] {
+            let error = validate_info(info("ok", &[&event_type])).unwrap_err();
+            assert!(matches!(error, ProjectionError::Malformed(_)), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn events_cross_with_their_uuid_in_big_endian_halves() {
+        let event = Event {
+            position: 7,
+            stream_id: Arc::from("order-1"),
+            version: 2,
+            event_type: Arc::from("order_created"),
+            event_id: "01234567-89ab-cdef-fedc-ba9876543210".parse().unwrap(),
+            recorded_at: -5,
+            data: strata::Bytes::from_static(b"d"),
+            metadata: strata::Bytes::from_static(b"m"),
+        };
+        let wit = to_wit(&event);
+        assert_eq!(wit.event_id, (0x0123456789abcdef, 0xfedcba9876543210));
+        assert_eq!((wit.position, wit.version, wit.recorded_at), (7, 2, -5));
+        assert_eq!(wit.stream_id, "order-1");
+        assert_eq!(wit.event_type, "order_created");
+        assert_eq!(
+            (wit.data.as_slice(), wit.metadata.as_slice()),
+            (&b"d"[..], &b"m"[..])
+        );
     }
 }

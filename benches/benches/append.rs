@@ -1,0 +1,205 @@
+//! Append benchmarks of the core issue, each with its baseline in the same run.
+//!
+//! - `batched_append`: 1,000 events of 200 bytes per append to one stream, cycling over 10k
+//!   streams, Fast, against raw rusqlite on (a) an indexed events table with SQLite's default
+//!   pragmas and (b) a table with only an integer primary key.
+//! - `concurrent_durable_append`: single-event Durable appends from 16 threads against 1 thread.
+//! - `append_with_large_log`: batched appends into a log already holding 10M events against an
+//!   empty log (`STRATA_BENCH_PRELOAD` sets the size; the smoke run uses 20k).
+//!
+//! Full run: `cargo bench -p strata-benches --bench append`, then
+//! `cargo run -p strata-benches --bin bench-report` prints the ratios.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use strata::{Durability, ExpectedVersion, NewEvent, Options, Store};
+use strata_benches::{
+    baseline_insert_batch, batch, env_usize, is_smoke_run, BASELINE_INDEXED_SCHEMA,
+    BASELINE_PLAIN_SCHEMA,
+};
+
+const BATCH: usize = 1_000;
+const STREAMS: u64 = 10_000;
+
+fn fast() -> Options {
+    Options {
+        durability: Durability::Fast,
+        max_events_per_append: 100_000,
+        ..Options::default()
+    }
+}
+
+/// Cycles over the streams: (stream id, first version of the next batch).
+struct StreamCycle {
+    next: u64,
+}
+
+impl StreamCycle {
+    fn next(&mut self) -> (String, u64) {
+        let i = self.next;
+        self.next += 1;
+        (
+            format!("stream-{}", i % STREAMS),
+            (i / STREAMS) * BATCH as u64 + 1,
+        )
+    }
+}
+
+fn batched_append(c: &mut Criterion) {
+    let events = batch(BATCH, 1);
+    let mut group = c.benchmark_group("batched_append");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("strata.db"), fast()).unwrap();
+    let mut cycle = StreamCycle { next: 0 };
+    group.bench_function("strata", |b| {
+        b.iter(|| {
+            let (stream, _) = cycle.next();
+            store
+                .append(&stream, ExpectedVersion::Any, events.clone())
+                .unwrap()
+        })
+    });
+
+    // (a) SQLite's default pragmas, as the issue specifies; (b) the same WAL + synchronous=NORMAL
+    // that strata's Fast mode uses, so that (b) is SQLite's insert limit at equal durability.
+    let baselines = [
+        ("rusqlite_indexed", BASELINE_INDEXED_SCHEMA, ""),
+        (
+            "rusqlite_plain",
+            BASELINE_PLAIN_SCHEMA,
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+        ),
+    ];
+    for (name, schema, pragmas) in baselines {
+        let mut conn = rusqlite::Connection::open(dir.path().join(format!("{name}.db"))).unwrap();
+        conn.execute_batch(pragmas).unwrap();
+        conn.execute_batch(schema).unwrap();
+        let mut cycle = StreamCycle { next: 0 };
+        let now = 1_700_000_000_000_000i64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (stream, version) = cycle.next();
+                baseline_insert_batch(&mut conn, &stream, version, &events, now).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// `threads` threads share `appends` single-event Durable appends; returns the elapsed time.
+fn durable_appends(store: &Store, threads: u64, appends: u64, counter: &AtomicU64) -> Duration {
+    let per_thread = appends.div_ceil(threads);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..per_thread {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let event = NewEvent::new("order_created", strata_benches::payload_200(n));
+                    store
+                        .append(
+                            &format!("order-{}", n % STREAMS),
+                            ExpectedVersion::Any,
+                            vec![event],
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    // Report the time per requested append so that 1 and 16 threads compare per event.
+    started.elapsed() * (appends as u32) / ((per_thread * threads) as u32)
+}
+
+fn concurrent_durable_append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("concurrent_durable_append");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(if is_smoke_run() { 1 } else { 10 }));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("durable.db"), Options::default()).unwrap();
+    let counter = AtomicU64::new(0);
+    for threads in [1u64, 16] {
+        group.bench_function(format!("threads_{threads}"), |b| {
+            b.iter_custom(|iters| durable_appends(&store, threads, iters.max(threads), &counter))
+        });
+    }
+    group.finish();
+}
+
+/// A store holding `events` events, built once and kept under target/ between runs.
+fn preloaded_store(events: usize) -> (PathBuf, Store) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("preloaded-{events}.db"));
+    let store = Store::open(&path, fast()).unwrap();
+    let have = store.last_position().unwrap() as usize;
+    if have < events {
+        eprintln!(
+            "preloading {} events into {} (once)",
+            events - have,
+            path.display()
+        );
+        let chunk = batch(10_000, 7);
+        let started = Instant::now();
+        let mut appended = have;
+        while appended < events {
+            let n = (events - appended).min(chunk.len());
+            let stream = format!("preload-{}", appended / 10_000 % STREAMS as usize);
+            store
+                .append(&stream, ExpectedVersion::Any, chunk[..n].to_vec())
+                .unwrap();
+            appended += n;
+        }
+        eprintln!("preloaded in {:?}", started.elapsed());
+    }
+    (path, store)
+}
+
+fn append_with_large_log(c: &mut Criterion) {
+    let preload = if is_smoke_run() {
+        20_000
+    } else {
+        env_usize("STRATA_BENCH_PRELOAD", 10_000_000)
+    };
+    let events = batch(BATCH, 3);
+    let mut group = c.benchmark_group("append_with_large_log");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+
+    let dir = tempfile::tempdir().unwrap();
+    let empty = Store::open(dir.path().join("empty.db"), fast()).unwrap();
+    let (_path, large) = preloaded_store(preload);
+    let stores = Arc::new([("empty_log", empty), ("large_log", large)]);
+    for (name, store) in stores.iter() {
+        let mut cycle = StreamCycle { next: 0 };
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let (stream, _) = cycle.next();
+                store
+                    .append(
+                        &format!("{name}-{stream}"),
+                        ExpectedVersion::Any,
+                        events.clone(),
+                    )
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    batched_append,
+    concurrent_durable_append,
+    append_with_large_log
+);
+criterion_main!(benches);
