@@ -28,23 +28,28 @@
 #![warn(missing_docs)]
 
 mod catalog;
+pub mod check;
 mod checksum;
 pub mod clock;
 mod connection;
 pub mod error;
 pub mod event;
+pub mod maintenance;
+pub mod metrics;
 mod notify;
 pub mod options;
 pub mod projection;
 mod reader;
 mod schema;
 mod store;
+pub mod workload;
 mod writer;
 
 pub use bytes::Bytes;
 pub use uuid::Uuid;
 
 pub use catalog::{BucketInfo, BucketState, StreamInfo};
+pub use check::{CheckReport, Problem, ProblemKind};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
     AppendError, DecodeError, EncodeError, Error, InvalidInput, OpenError, ReadError, Result,
@@ -52,6 +57,10 @@ pub use error::{
 pub use event::{
     AppendResult, Event, ExpectedVersion, NewEvent, Position, StreamAppend, StreamVersion,
 };
+pub use maintenance::{
+    ArchiveReport, MaintenanceError, RetainedBucket, RetentionAction, SpaceReport,
+};
+pub use metrics::{CacheMetrics, MetricsSnapshot, ProjectionMetrics};
 pub use options::{limits, BucketWidth, Durability, Options};
 pub use projection::{
     BackgroundRunner, BatchOutcome, CommittedState, MemoryState, Projection, ProjectionError,

@@ -16,6 +16,7 @@ use crate::error::{AppendError, InvalidInput, OpenError, ReadError};
 use crate::event::{
     AppendResult, Event, ExpectedVersion, NewEvent, Position, StreamAppend, StreamVersion,
 };
+use crate::metrics::Metrics;
 use crate::notify::CommitNotifier;
 use crate::options::{limits, BucketWidth, Options};
 use crate::reader::{self, Direction, EventFilter, ReadPool};
@@ -41,6 +42,7 @@ struct StoreInner {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: ReadPool,
     notifier: Arc<CommitNotifier>,
+    metrics: Arc<Metrics>,
     /// For in-memory stores: a connection that keeps the database alive after the writer stops
     /// (a memdb database is freed with its last connection).
     _memory_keeper: Option<Mutex<rusqlite::Connection>>,
@@ -100,12 +102,14 @@ impl Store {
         };
 
         let (sender, receiver) = crossbeam_channel::bounded(options.writer_queue_len);
+        let metrics = Arc::new(Metrics::new());
         let writer = Writer::new(
             conn,
             receiver,
             options.clock.clone(),
             bucket_width,
             notifier.clone(),
+            metrics.clone(),
         );
         let writer_thread = std::thread::Builder::new()
             .name("strata-writer".into())
@@ -121,6 +125,7 @@ impl Store {
                 requests: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
                 notifier,
+                metrics,
                 _memory_keeper: memory_keeper,
             }),
         })
@@ -172,7 +177,11 @@ impl Store {
             }
         }
         let (reply, result) = crossbeam_channel::bounded(1);
-        let request = AppendRequest { parts, reply };
+        let request = AppendRequest {
+            parts,
+            reply,
+            enqueued: std::time::Instant::now(),
+        };
         {
             // Clone the sender so that a slow `send` (queue full) does not hold the lock.
             let sender = self
@@ -296,6 +305,14 @@ impl Store {
     /// Returns the last position committed by this process. No polling: the writer wakes waiters.
     pub fn wait_for_commit(&self, after: Position, timeout: std::time::Duration) -> Position {
         self.inner.notifier.wait_past(after, timeout)
+    }
+
+    pub(crate) fn metrics_handle(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn location(&self) -> &Location {
+        &self.inner.location
     }
 
     pub(crate) fn readers(&self) -> &ReadPool {
