@@ -1,1 +1,420 @@
-fn main() {}
+//! `strata`: the command line of the strata embedded event store.
+
+mod buckets;
+mod commands;
+mod demo;
+mod error;
+mod jsonl;
+mod term;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use strata::maintenance::RetentionAction;
+use strata::{BucketWidth, ExpectedVersion, Uuid};
+
+use commands::{Format, Selection};
+use error::{CliError, CliResult};
+
+/// strata: an embedded event store in one SQLite file.
+///
+/// Exit codes: 0 success; 1 user error (bad input, conflict, a damaged store found by check),
+/// with a one-line message on stderr; 2 internal error.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about)]
+struct Cli {
+    /// The store file. Also read from the STRATA_DB environment variable.
+    #[arg(long, global = true, env = "STRATA_DB", value_name = "PATH")]
+    db: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate the users-and-orders workload, append it, read it back and report.
+    ///
+    /// Appends N events of a deterministic users-and-orders workload (user_created,
+    /// user_updated, account_verified, order_created, payment_confirmed, inventory_reserved,
+    /// order_completed) to a store, reads them back, and prints counts per event type, the
+    /// bucket list, append and read throughput, and per-user order statistics. Without --db the
+    /// store lives in a temporary directory, removed at the end; running the demo twice on one
+    /// --db file stores the events once (the workload's event ids derive from the seed).
+    ///
+    /// Example: strata demo --events 200000
+    ///
+    /// Example: strata demo --events 50000 --db /tmp/demo.strata
+    Demo {
+        /// Number of events to generate.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Events per append call (each call is one atomic multi-stream append).
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// Seed of the workload generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Use Fast durability (no fsync per commit) instead of Durable.
+        #[arg(long)]
+        fast: bool,
+    },
+
+    /// Create a new, empty store file.
+    ///
+    /// Example: strata init --db events.strata --bucket-width day
+    Init {
+        /// Time span of each bucket table, fixed at creation: hour, day, week or month.
+        #[arg(long, default_value = "month", value_parser = parse_width)]
+        bucket_width: BucketWidth,
+    },
+
+    /// Append one event; its data is JSON, stored as MessagePack.
+    ///
+    /// Prints the stored position, the stream's new version and the event id as JSON.
+    /// With --event-id, appending the same event again stores it once.
+    ///
+    /// Example: strata append --db events.strata user-1 user_created '{"user_id":"user-1","name":"Ada"}' --expected-version no-stream
+    Append {
+        /// The stream (1..=255 bytes).
+        stream: String,
+        /// The event type (1..=255 bytes).
+        event_type: String,
+        /// The data, as JSON.
+        data: String,
+        /// Metadata, as JSON.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Expected version of the stream: any, no-stream, exists, or a number (0 = no events).
+        #[arg(long, default_value = "any", value_parser = commands::parse_expected)]
+        expected_version: ExpectedVersion,
+        /// The event id (a UUID); generated when absent.
+        #[arg(long)]
+        event_id: Option<Uuid>,
+    },
+
+    /// Import events from a JSON Lines file, in batches.
+    ///
+    /// Each line is one event: {"stream": ..., "type": ..., "data": <JSON>, "metadata": <JSON>,
+    /// "event_id": <UUID>} ("data_hex"/"metadata_hex" carry raw bytes). Lines written by
+    /// `strata export` import unchanged: "position", "version" and "recorded_at" are
+    /// ignored, the store assigns them, in the file's order. Blank lines are skipped.
+    ///
+    /// Lines are parsed a batch at a time; a malformed line stops the import with FILE:LINE and
+    /// the reason, and nothing of its batch is stored (earlier batches are). Re-running the
+    /// import is safe: events are stored once, by event id. Lines without "event_id" get a
+    /// UUIDv5 derived from their stream, their rank among that stream's lines in the file, their
+    /// type, data and metadata, so the same file derives the same ids every time.
+    ///
+    /// Example: strata import --db events.strata events.jsonl
+    Import {
+        /// The JSON Lines file; - for standard input.
+        file: PathBuf,
+        /// Lines per batch (1..=10000).
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// Longest line accepted, in bytes.
+        #[arg(long, default_value_t = commands::DEFAULT_MAX_LINE_BYTES)]
+        max_line_bytes: usize,
+    },
+
+    /// Read events: one stream, the whole log (--all) or some types (--type), as JSON Lines or
+    /// a table.
+    ///
+    /// Reading a range that was archived fails with the path of the archive file that holds it.
+    ///
+    /// Example: strata read --db events.strata order-42
+    ///
+    /// Example: strata read --db events.strata --all --from 1000 --limit 10 --format table
+    ///
+    /// Example: strata read --db events.strata --type order_created --type order_completed
+    Read {
+        /// The stream to read.
+        #[arg(required_unless_present_any = ["all", "event_type"], conflicts_with_all = ["all", "event_type"])]
+        stream: Option<String>,
+        /// Read the whole log in position order.
+        #[arg(long, conflicts_with = "event_type")]
+        all: bool,
+        /// Read events of this type (repeatable), in position order.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: Vec<String>,
+        /// First version (stream) or position (--all, --type) to read.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Most events to print.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Newest first (stream reads only).
+        #[arg(long, requires = "stream")]
+        backwards: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+    },
+
+    /// Export the log as JSON Lines that `strata import` takes back unchanged.
+    ///
+    /// Each line holds position, stream, version, type, event_id, recorded_at, data (JSON, or
+    /// data_hex for bytes that are not MessagePack) and metadata.
+    ///
+    /// Example: strata export --db events.strata --output events.jsonl
+    Export {
+        /// Write to this file (must not exist) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// First position to export (use it to skip archived buckets).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+
+    /// Verify the store: SQLite's integrity check and strata's invariants.
+    ///
+    /// Checks gap-free positions, contiguous stream versions, the bucket catalog against the
+    /// bucket tables, the streams table, every event's checksum and the event id index. Prints
+    /// each problem; exits with 1 when any is found.
+    ///
+    /// Example: strata check --db events.strata
+    Check,
+
+    /// Print the store's metrics as Prometheus (OpenMetrics) text.
+    ///
+    /// Gauges describe the store file (positions, buckets, size); counters count what this
+    /// process did, so they are zero for a fresh `strata stats`.
+    ///
+    /// Example: strata stats --db events.strata
+    Stats,
+
+    /// Manage bucket tables: list, seal, archive, drop, retention.
+    ///
+    /// Example: strata bucket list --db events.strata
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BucketCommand {
+    /// List the buckets: id, state, time range, positions, events, archive file.
+    ///
+    /// Example: strata bucket list --db events.strata
+    List,
+    /// Seal a bucket: no more appends go to it (the next append opens a new bucket).
+    ///
+    /// Example: strata bucket seal --db events.strata 3
+    Seal {
+        /// The bucket id.
+        id: i64,
+    },
+    /// Move a sealed bucket into its own SQLite file and out of the store, in one step.
+    ///
+    /// The archive holds the events with stream ids and type names (table `events`, view
+    /// `events_readable`, table `archive_info`) and opens with the sqlite3 shell. Reads of its
+    /// range then name the archive file. The store file is vacuumed afterwards unless
+    /// --no-vacuum.
+    ///
+    /// Example: strata bucket archive --db events.strata 1 --to archives/
+    Archive {
+        /// The bucket id.
+        id: i64,
+        /// An existing directory (the file is named after the store and the bucket) or the path
+        /// of a new file.
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        vacuum: VacuumArg,
+    },
+    /// Delete a sealed bucket and its events.
+    ///
+    /// Example: strata bucket drop --db events.strata 1 --yes
+    Drop {
+        /// The bucket id.
+        id: i64,
+        /// Confirm that the events are to be deleted.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        vacuum: VacuumArg,
+    },
+    /// Retention: archive or drop every sealed bucket whose time range ended more than the
+    /// given age ago. The active bucket is never touched.
+    ///
+    /// Example: strata bucket retain --db events.strata --older-than 90d --archive-to archives/
+    ///
+    /// Example: strata bucket retain --db events.strata --older-than 1y --drop --yes
+    Retain {
+        /// Age, such as 90d, 12h, 1y 6months.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Archive the buckets into this directory.
+        #[arg(long, required_unless_present = "drop", conflicts_with = "drop")]
+        archive_to: Option<PathBuf>,
+        /// Drop the buckets (needs --yes).
+        #[arg(long)]
+        drop: bool,
+        /// Confirm that dropped events are to be deleted.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        vacuum: VacuumArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct VacuumArg {
+    /// Do not VACUUM the store afterwards (the freed pages are reused by later appends).
+    #[arg(long)]
+    no_vacuum: bool,
+}
+
+fn parse_width(text: &str) -> Result<BucketWidth, String> {
+    BucketWidth::parse(text).ok_or_else(|| format!("{text:?} is not one of hour, day, week, month"))
+}
+
+fn db(cli_db: Option<PathBuf>) -> CliResult<PathBuf> {
+    cli_db.ok_or_else(|| CliError::user("no store given: pass --db PATH or set STRATA_DB"))
+}
+
+fn confirm(yes: bool) -> CliResult {
+    if yes {
+        Ok(())
+    } else {
+        Err(CliError::user(
+            "dropping deletes events for good: add --yes to confirm",
+        ))
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Demo {
+            events,
+            batch,
+            seed,
+            fast,
+        } => demo::run(demo::DemoArgs {
+            events,
+            db: cli.db,
+            batch,
+            seed,
+            fast,
+        }),
+        Command::Init { bucket_width } => commands::init(&db(cli.db)?, bucket_width),
+        Command::Append {
+            stream,
+            event_type,
+            data,
+            metadata,
+            expected_version,
+            event_id,
+        } => commands::append(
+            &db(cli.db)?,
+            &stream,
+            &event_type,
+            &data,
+            metadata.as_deref(),
+            expected_version,
+            event_id,
+        ),
+        Command::Import {
+            file,
+            batch,
+            max_line_bytes,
+        } => commands::import(commands::ImportArgs {
+            db: db(cli.db)?,
+            file,
+            batch,
+            max_line_bytes,
+        }),
+        Command::Read {
+            stream,
+            all,
+            event_type,
+            from,
+            limit,
+            backwards,
+            format,
+        } => {
+            let selection = match (stream, all) {
+                (Some(stream), _) => Selection::Stream { stream, backwards },
+                (None, true) => Selection::All,
+                (None, false) => Selection::Types(event_type),
+            };
+            commands::read(&db(cli.db)?, selection, from, limit, format)
+        }
+        Command::Export { output, from } => {
+            commands::export(&db(cli.db)?, output.as_deref(), from.max(1))
+        }
+        Command::Check => commands::check(&db(cli.db)?),
+        Command::Stats => commands::stats(&db(cli.db)?),
+        Command::Bucket(command) => {
+            let db = db(cli.db)?;
+            match command {
+                BucketCommand::List => commands::bucket_list(&db),
+                BucketCommand::Seal { id } => commands::bucket_seal(&db, id),
+                BucketCommand::Archive { id, to, vacuum } => {
+                    commands::bucket_archive(&db, id, &to, !vacuum.no_vacuum)
+                }
+                BucketCommand::Drop { id, yes, vacuum } => {
+                    confirm(yes)?;
+                    commands::bucket_drop(&db, id, !vacuum.no_vacuum)
+                }
+                BucketCommand::Retain {
+                    older_than,
+                    archive_to,
+                    drop,
+                    yes,
+                    vacuum,
+                } => {
+                    let action = match archive_to {
+                        Some(dir) => RetentionAction::ArchiveTo(dir),
+                        None => {
+                            debug_assert!(drop);
+                            confirm(yes)?;
+                            RetentionAction::Drop
+                        }
+                    };
+                    commands::bucket_retain(&db, older_than, action, !vacuum.no_vacuum)
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = error.print();
+                return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // A usage error is a user error: one line (clap's first), exit code 1.
+            let rendered = error.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("strata: {first} (see strata --help)");
+            return ExitCode::from(1);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("strata: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

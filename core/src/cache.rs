@@ -132,7 +132,6 @@ impl EventCache {
 
     /// Drops every entry (for maintenance that removes events from the live store, such as
     /// archiving or dropping a bucket: cached events would otherwise still be served).
-    #[allow(dead_code)]
     pub(crate) fn clear(&self) {
         let mut lru = self.lru.lock();
         lru.entries.clear();

@@ -31,11 +31,14 @@ pub mod aggregate;
 pub mod bus;
 pub mod cache;
 mod catalog;
+pub mod check;
 mod checksum;
 pub mod clock;
 mod connection;
 pub mod error;
 pub mod event;
+pub mod maintenance;
+pub mod metrics;
 mod notify;
 pub mod options;
 pub mod projection;
@@ -43,6 +46,7 @@ mod reader;
 mod schema;
 mod store;
 pub mod subscription;
+pub mod workload;
 mod writer;
 
 pub use bytes::Bytes;
@@ -52,6 +56,7 @@ pub use aggregate::{Aggregate, AggregateError, AggregateRoot, AggregateStore, Sn
 pub use bus::{BusError, EventBus, HandlerHandle, HandlerOptions, HandlerStatus};
 pub use cache::CacheStats;
 pub use catalog::{BucketInfo, BucketState, StreamInfo};
+pub use check::{CheckReport, Problem, ProblemKind};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
     AppendError, DecodeError, EncodeError, Error, InvalidInput, OpenError, ReadError, Result,
@@ -59,6 +64,10 @@ pub use error::{
 pub use event::{
     AppendResult, Event, ExpectedVersion, NewEvent, Position, StreamAppend, StreamVersion,
 };
+pub use maintenance::{
+    ArchiveReport, MaintenanceError, RetainedBucket, RetentionAction, SpaceReport,
+};
+pub use metrics::{CacheMetrics, MetricsSnapshot, ProjectionMetrics};
 pub use options::{limits, BucketWidth, Durability, Options};
 pub use projection::{
     BackgroundRunner, BatchOutcome, CommittedState, MemoryState, Projection, ProjectionError,

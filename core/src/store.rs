@@ -17,6 +17,7 @@ use crate::error::{AppendError, InvalidInput, OpenError, ReadError};
 use crate::event::{
     AppendResult, Event, ExpectedVersion, NewEvent, Position, StreamAppend, StreamVersion,
 };
+use crate::metrics::Metrics;
 use crate::notify::CommitNotifier;
 use crate::options::{limits, BucketWidth, Options};
 use crate::reader::{self, Direction, EventFilter, ReadPool};
@@ -44,6 +45,7 @@ struct StoreInner {
     notifier: Arc<CommitNotifier>,
     /// The LRU cache in front of `read_stream` and `read_all`.
     cache: EventCache,
+    metrics: Arc<Metrics>,
     /// For in-memory stores: a connection that keeps the database alive after the writer stops
     /// (a memdb database is freed with its last connection).
     _memory_keeper: Option<Mutex<rusqlite::Connection>>,
@@ -103,12 +105,14 @@ impl Store {
         };
 
         let (sender, receiver) = crossbeam_channel::bounded(options.writer_queue_len);
+        let metrics = Arc::new(Metrics::new());
         let writer = Writer::new(
             conn,
             receiver,
             options.clock.clone(),
             bucket_width,
             notifier.clone(),
+            metrics.clone(),
         );
         let writer_thread = std::thread::Builder::new()
             .name("strata-writer".into())
@@ -126,6 +130,7 @@ impl Store {
                 writer_thread: Mutex::new(Some(writer_thread)),
                 notifier,
                 cache,
+                metrics,
                 _memory_keeper: memory_keeper,
             }),
         })
@@ -177,7 +182,11 @@ impl Store {
             }
         }
         let (reply, result) = crossbeam_channel::bounded(1);
-        let request = AppendRequest { parts, reply };
+        let request = AppendRequest {
+            parts,
+            reply,
+            enqueued: std::time::Instant::now(),
+        };
         {
             // Clone the sender so that a slow `send` (queue full) does not hold the lock.
             let sender = self
@@ -313,8 +322,20 @@ impl Store {
         self.inner.cache.stats()
     }
 
+    pub(crate) fn metrics_handle(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
     pub(crate) fn readers(&self) -> &ReadPool {
         &self.inner.readers
+    }
+
+    pub(crate) fn cache(&self) -> &EventCache {
+        &self.inner.cache
     }
 
     pub(crate) fn notifier(&self) -> &CommitNotifier {

@@ -23,6 +23,7 @@ use crate::checksum::event_checksum;
 use crate::clock::{bucket_range, Clock};
 use crate::error::AppendError;
 use crate::event::{AppendResult, Position, StreamAppend};
+use crate::metrics::Metrics;
 use crate::notify::CommitNotifier;
 use crate::options::{limits, BucketWidth};
 use crate::schema;
@@ -31,6 +32,8 @@ use crate::schema;
 pub(crate) struct AppendRequest {
     pub parts: Vec<StreamAppend>,
     pub reply: Sender<Result<Vec<AppendResult>, AppendError>>,
+    /// When the appender queued it (append latency is measured from here).
+    pub enqueued: Instant,
 }
 
 impl AppendRequest {
@@ -86,6 +89,7 @@ pub(crate) struct Writer {
     clock: Arc<dyn Clock>,
     width: BucketWidth,
     notifier: Arc<CommitNotifier>,
+    metrics: Arc<Metrics>,
     /// Event type name -> key, for types whose insertion is committed (types are never deleted).
     type_keys: HashMap<String, i64>,
     /// Types created by the current transaction; merged into `type_keys` on commit.
@@ -99,6 +103,7 @@ impl Writer {
         clock: Arc<dyn Clock>,
         width: BucketWidth,
         notifier: Arc<CommitNotifier>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Writer {
             conn,
@@ -106,6 +111,7 @@ impl Writer {
             clock,
             width,
             notifier,
+            metrics,
             type_keys: HashMap::new(),
             new_type_keys: HashMap::new(),
         }
@@ -149,6 +155,7 @@ impl Writer {
                     last_position: head.last_position,
                 });
                 tracing::trace!(requests = batch.len(), events, elapsed = ?started.elapsed(), "committed");
+                self.metrics.record_commit(&batch, &results);
                 for (request, result) in batch.into_iter().zip(results) {
                     // An appender that gave up waiting is not an error.
                     let _ = request.reply.send(result);
@@ -157,6 +164,7 @@ impl Writer {
             Err(error) => {
                 self.new_type_keys.clear();
                 tracing::warn!(%error, requests = batch.len(), "write transaction failed; nothing of it is stored");
+                self.metrics.record_failed_commit(batch.len());
                 for request in batch {
                     let _ = request
                         .reply

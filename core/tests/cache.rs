@@ -309,3 +309,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn dropping_a_bucket_clears_the_cache_so_its_events_are_not_served() {
+    let store = Store::open_in_memory(cached(1 << 20)).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, events("a", 3))
+        .unwrap();
+    assert_eq!(store.read_all(1, 3).unwrap().len(), 3);
+    assert_eq!(
+        store
+            .read_stream("s", 1, Direction::Forwards, 3)
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(store.cache_stats().entries > 0);
+    let bucket = store.buckets().unwrap()[0].id;
+    store.seal_bucket(bucket).unwrap();
+    store.drop_bucket(bucket).unwrap();
+    assert_eq!(store.cache_stats().entries, 0);
+    assert!(matches!(
+        store.read_all(1, 3),
+        Err(strata::ReadError::Dropped { .. })
+    ));
+    assert!(store.read_stream("s", 1, Direction::Forwards, 3).is_err());
+}
+
+#[test]
+fn metrics_report_the_cache_counters() {
+    let store = Store::open_in_memory(cached(1 << 20)).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, events("a", 3))
+        .unwrap();
+    for _ in 0..3 {
+        store.read_stream("s", 1, Direction::Forwards, 3).unwrap();
+    }
+    let cache = store.metrics().unwrap().cache.unwrap();
+    assert_eq!((cache.hits, cache.misses), (2, 1));
+    let off = Store::open_in_memory(cached(0)).unwrap();
+    assert_eq!(off.metrics().unwrap().cache, None);
+}

@@ -1,0 +1,209 @@
+//! `strata demo`: the users-and-orders workload, appended, read back and summarised.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use strata::workload::{self, Workload, WorkloadConfig};
+use strata::{Durability, Options, Store};
+
+use crate::error::{CliError, CliResult};
+use crate::term;
+
+/// Most events the demo generates.
+pub const MAX_DEMO_EVENTS: u64 = 100_000_000;
+
+/// What `strata demo` was asked to do.
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    /// Events to generate.
+    pub events: u64,
+    /// Store file; a temporary one when `None`.
+    pub db: Option<PathBuf>,
+    /// Events per append call.
+    pub batch: usize,
+    /// Seed of the workload.
+    pub seed: u64,
+    /// Use `Durability::Fast`.
+    pub fast: bool,
+}
+
+/// Runs the demo, printing its report on stdout.
+pub fn run(args: DemoArgs) -> CliResult {
+    if args.events == 0 || args.events > MAX_DEMO_EVENTS {
+        return Err(CliError::user(format!(
+            "--events must be 1..={MAX_DEMO_EVENTS}"
+        )));
+    }
+    let max_batch = Options::default().max_events_per_append;
+    if args.batch == 0 || args.batch > max_batch {
+        return Err(CliError::user(format!("--batch must be 1..={max_batch}")));
+    }
+
+    // The temporary directory lives until the end of the demo, then is removed.
+    let (_temp, path) = match &args.db {
+        Some(path) => (None, path.clone()),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("strata-demo-")
+                .tempdir()
+                .map_err(|e| CliError::io(&std::env::temp_dir(), e))?;
+            let path = dir.path().join("demo.strata");
+            (Some(dir), path)
+        }
+    };
+    let options = Options {
+        durability: if args.fast {
+            Durability::Fast
+        } else {
+            Durability::Durable
+        },
+        ..Options::default()
+    };
+    let store = Store::open(&path, options.clone())?;
+    let last_before = store.last_position()?;
+    println!(
+        "strata demo: {} events of the users-and-orders workload (seed {}) into {}",
+        term::thousands(args.events),
+        args.seed,
+        path.display()
+    );
+    println!(
+        "  bucket width {}, durability {:?}, appends of up to {} events",
+        store.bucket_width(),
+        options.durability,
+        term::thousands(args.batch as u64)
+    );
+
+    // Append.
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: args.seed,
+        events: args.events,
+        ..WorkloadConfig::default()
+    });
+    let bar = term::progress(args.events, "append");
+    let started = Instant::now();
+    let (mut appends, mut payload_bytes, mut already_stored) = (0u64, 0u64, 0u64);
+    while let Some(batch) = workload.next_batch(args.batch) {
+        let events: u64 = batch.iter().map(|part| part.events.len() as u64).sum();
+        payload_bytes += batch
+            .iter()
+            .flat_map(|part| part.events.iter())
+            .map(|event| (event.data.len() + event.metadata.len()) as u64)
+            .sum::<u64>();
+        let results = store.append_multi(batch)?;
+        already_stored += results
+            .iter()
+            .filter(|r| r.already_stored)
+            .map(|r| r.last_position - r.first_position + 1)
+            .sum::<u64>();
+        appends += 1;
+        bar.inc(events);
+    }
+    let append_elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let appended = args.events;
+    println!(
+        "append: {} events in {} appends, {:.2} s: {} events/s, {}/s of payload",
+        term::thousands(appended),
+        term::thousands(appends),
+        append_elapsed.as_secs_f64(),
+        term::thousands(rate(appended, append_elapsed.as_secs_f64())),
+        term::bytes(rate(payload_bytes, append_elapsed.as_secs_f64())),
+    );
+    if already_stored > 0 {
+        println!(
+            "  {} of them were already in the store (same seed, same event ids): stored once",
+            term::thousands(already_stored)
+        );
+    }
+
+    // Read everything back, in position order.
+    let total = store.last_position()?;
+    let bar = term::progress(total, "read");
+    let started = Instant::now();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut read = 0u64;
+    for event in store.iter_all(1) {
+        let event = event?;
+        *counts.entry(event.event_type.to_string()).or_default() += 1;
+        read += 1;
+        if read.is_multiple_of(4096) {
+            bar.set_position(read);
+        }
+    }
+    let read_elapsed = started.elapsed();
+    bar.finish_and_clear();
+    println!(
+        "read:   {} events in {:.2} s: {} events/s",
+        term::thousands(read),
+        read_elapsed.as_secs_f64(),
+        term::thousands(rate(read, read_elapsed.as_secs_f64())),
+    );
+    if last_before > 0 {
+        println!(
+            "  (the store held {} events before this run)",
+            term::thousands(last_before)
+        );
+    }
+
+    println!("\nEvents per type:");
+    let mut table = term::table(["event type", "events"]);
+    for (kind, count) in &counts {
+        table.add_row(vec![kind.clone(), term::thousands(*count)]);
+    }
+    println!("{table}");
+
+    println!("\nBuckets:");
+    println!("{}", crate::buckets::bucket_table(&store.buckets()?));
+
+    // The native reference for the user-stats projection: per-user totals over completed orders.
+    let started = Instant::now();
+    let stats = workload::user_stats(store.iter_all(1))?;
+    let stats_elapsed = started.elapsed();
+    let orders: u64 = stats.values().map(|s| s.total_orders).sum();
+    let spent: i64 = stats.values().map(|s| s.total_spent).sum();
+    println!(
+        "\nUser stats (native fold over the log, {:.2} s): {} users with {} completed orders, {}.{:02} spent",
+        stats_elapsed.as_secs_f64(),
+        term::thousands(stats.len() as u64),
+        term::thousands(orders),
+        spent / 100,
+        spent % 100
+    );
+    let mut top: Vec<_> = stats.values().collect();
+    top.sort_by(|a, b| {
+        b.total_spent
+            .cmp(&a.total_spent)
+            .then(a.user_id.cmp(&b.user_id))
+    });
+    let mut table = term::table(["user", "orders", "spent", "average", "last order"]);
+    for user in top.iter().take(5) {
+        table.add_row(vec![
+            user.user_id.clone(),
+            user.total_orders.to_string(),
+            format!("{}.{:02}", user.total_spent / 100, user.total_spent % 100),
+            format!("{:.2}", user.average_order_value / 100.0),
+            term::time(user.last_order_date),
+        ]);
+    }
+    println!("Top spenders:\n{table}");
+
+    // Projections: when the projection runner and the WASM host land, the demo registers the
+    // example plugins here, runs them to the head of the log, and compares the user-stats
+    // plugin's answers with `stats` above.
+
+    store.close();
+    if args.db.is_none() {
+        println!("\n(the temporary store is removed; pass --db PATH to keep it)");
+    }
+    Ok(())
+}
+
+fn rate(count: u64, seconds: f64) -> u64 {
+    if seconds <= 0.0 {
+        count
+    } else {
+        (count as f64 / seconds) as u64
+    }
+}

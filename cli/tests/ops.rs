@@ -1,0 +1,493 @@
+//! The store commands end to end, through the built binary: init, append, import, read,
+//! export, check, stats, bucket.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn strata(db: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command.env_remove("STRATA_DB").arg("--db").arg(db);
+    command
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn fails(output: Output, code: i32) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr}");
+    stderr
+}
+
+fn new_store(dir: &Path) -> PathBuf {
+    let db = dir.join("events.strata");
+    ok(strata(&db).arg("init").output().unwrap());
+    db
+}
+
+/// Lines with ids, several streams interleaved, JSON data of every kind, metadata, and one
+/// payload that is raw bytes.
+fn sample_lines() -> Vec<String> {
+    let mut lines = Vec::new();
+    for i in 0..40u32 {
+        let stream = format!("order-{}", i % 7);
+        let id = format!("00000000-0000-4000-8000-{:012x}", i + 1);
+        let line = if i == 13 {
+            serde_json::json!({"stream": stream, "type": "blob", "event_id": id, "data_hex": "ff00fe"})
+        } else {
+            serde_json::json!({
+                "stream": stream,
+                "type": if i % 3 == 0 { "order_created" } else { "order_completed" },
+                "event_id": id,
+                "data": {"order_id": stream, "amount_cents": i as i64 * 100 - 7, "ok": i % 2 == 0,
+                         "ratio": 0.5, "tags": ["a", "b"], "note": null},
+                "metadata": {"source": "test", "n": i},
+            })
+        };
+        lines.push(line.to_string());
+    }
+    lines
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+fn parse_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn without(mut value: Value, keys: &[&str]) -> Value {
+    for key in keys {
+        value.as_object_mut().unwrap().remove(*key);
+    }
+    value
+}
+
+#[test]
+fn import_read_export_round_trip_gives_identical_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let input = dir.path().join("in.jsonl");
+    let lines = sample_lines();
+    write_lines(&input, &lines);
+    let out = ok(strata(&db)
+        .args(["import", "--batch", "16"])
+        .arg(&input)
+        .output()
+        .unwrap());
+    assert!(out.contains("imported 40 events"), "{out}");
+
+    // read --all and export print the same lines; they carry what the input had, in order.
+    let read = ok(strata(&db).args(["read", "--all"]).output().unwrap());
+    let exported = dir.path().join("out.jsonl");
+    ok(strata(&db)
+        .args(["export", "--output"])
+        .arg(&exported)
+        .output()
+        .unwrap());
+    let export_text = std::fs::read_to_string(&exported).unwrap();
+    assert_eq!(read, export_text);
+    let exported_values = parse_lines(&export_text);
+    assert_eq!(exported_values.len(), 40);
+    for (i, (line, input)) in exported_values.iter().zip(&lines).enumerate() {
+        assert_eq!(line["position"], (i + 1) as u64);
+        assert!(line["recorded_at"].as_str().unwrap().ends_with('Z'));
+        let input: Value = serde_json::from_str(input).unwrap();
+        assert_eq!(
+            without(line.clone(), &["position", "version", "recorded_at"]),
+            input
+        );
+    }
+    // A stream read shows that stream only, versions 1.. in order.
+    let stream = parse_lines(&ok(strata(&db).args(["read", "order-3"]).output().unwrap()));
+    assert_eq!(
+        stream
+            .iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=stream.len() as u64).collect::<Vec<_>>()
+    );
+    assert!(stream.iter().all(|e| e["stream"] == "order-3"));
+    let typed = parse_lines(&ok(strata(&db)
+        .args(["read", "--type", "order_created"])
+        .output()
+        .unwrap()));
+    assert_eq!(typed.len(), 14);
+
+    // The export imports into another store unchanged: identical lines but for recorded_at.
+    let db2 = dir.path().join("copy.strata");
+    ok(strata(&db2).arg("init").output().unwrap());
+    ok(strata(&db2).arg("import").arg(&exported).output().unwrap());
+    let second = parse_lines(&ok(strata(&db2).arg("export").output().unwrap()));
+    assert_eq!(second.len(), 40);
+    for (a, b) in exported_values.iter().zip(&second) {
+        assert_eq!(
+            without(a.clone(), &["recorded_at"]),
+            without(b.clone(), &["recorded_at"])
+        );
+    }
+    // And importing the export into the original store changes nothing, byte for byte.
+    let out = ok(strata(&db).arg("import").arg(&exported).output().unwrap());
+    assert!(out.contains("(0 new, 40 already stored)"), "{out}");
+    assert_eq!(ok(strata(&db).arg("export").output().unwrap()), export_text);
+}
+
+#[test]
+fn a_bad_line_commits_nothing_of_its_batch_and_a_rerun_adds_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let input = dir.path().join("in.jsonl");
+    // No event ids: they are derived, so a re-run must recognise the first batch.
+    let mut lines: Vec<String> = (0..25)
+        .map(|i| {
+            serde_json::json!({"stream": format!("s-{}", i % 4), "type": "t", "data": {"i": i}})
+                .to_string()
+        })
+        .collect();
+    lines[16] = r#"{"stream": "s-0", "type": "t", "data": {"i": 16}"#.to_owned(); // truncated
+    write_lines(&input, &lines);
+    let stderr = fails(
+        strata(&db)
+            .args(["import", "--batch", "10"])
+            .arg(&input)
+            .output()
+            .unwrap(),
+        1,
+    );
+    let name = input.display().to_string();
+    assert!(stderr.contains(&format!("{name}:17:")), "{stderr}");
+    assert!(
+        stderr.contains("nothing of its batch (from line 11)"),
+        "{stderr}"
+    );
+    // The first batch (lines 1..=10) is stored, nothing of lines 11..=17.
+    let all = parse_lines(&ok(strata(&db).args(["read", "--all"]).output().unwrap()));
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[9]["data"]["i"], 9);
+
+    // Fix the line and run again: 25 events, each once.
+    lines[16] = serde_json::json!({"stream": "s-0", "type": "t", "data": {"i": 16}}).to_string();
+    write_lines(&input, &lines);
+    let out = ok(strata(&db)
+        .args(["import", "--batch", "10"])
+        .arg(&input)
+        .output()
+        .unwrap());
+    assert!(out.contains("(15 new, 10 already stored)"), "{out}");
+    let all = parse_lines(&ok(strata(&db).args(["read", "--all"]).output().unwrap()));
+    assert_eq!(all.len(), 25);
+    let values: Vec<i64> = all
+        .iter()
+        .map(|e| e["data"]["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(values, (0..25).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<&str> = all
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 25);
+    ok(strata(&db).arg("check").output().unwrap());
+}
+
+#[test]
+fn import_limits_and_field_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let input = dir.path().join("in.jsonl");
+    write_lines(
+        &input,
+        &[
+            r#"{"stream":"s","type":"t","data":1}"#.to_owned(),
+            String::new(),
+            r#"{"stream":"s","type":"t","payload":1}"#.to_owned(),
+        ],
+    );
+    let stderr = fails(strata(&db).arg("import").arg(&input).output().unwrap(), 1);
+    assert!(stderr.contains(":3: unknown field `payload`"), "{stderr}");
+    write_lines(
+        &input,
+        &[format!(
+            r#"{{"stream":"s","type":"t","data":"{}"}}"#,
+            "x".repeat(200)
+        )],
+    );
+    let stderr = fails(
+        strata(&db)
+            .args(["import", "--max-line-bytes", "100"])
+            .arg(&input)
+            .output()
+            .unwrap(),
+        1,
+    );
+    assert!(
+        stderr.contains(":1: line longer than 100 bytes"),
+        "{stderr}"
+    );
+    fails(
+        strata(&db)
+            .args(["import", "--batch", "0"])
+            .arg(&input)
+            .output()
+            .unwrap(),
+        1,
+    );
+    assert_eq!(
+        ok(strata(&db).args(["read", "--all"]).output().unwrap()),
+        ""
+    );
+}
+
+#[test]
+fn append_checks_the_expected_version_and_exit_codes_follow_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let out = ok(strata(&db)
+        .args([
+            "append",
+            "user-1",
+            "user_created",
+            r#"{"user_id":"user-1"}"#,
+        ])
+        .args([
+            "--expected-version",
+            "no-stream",
+            "--metadata",
+            r#"{"by":"cli"}"#,
+        ])
+        .output()
+        .unwrap());
+    let result: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (result["position"].as_u64(), result["version"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let stderr = fails(
+        strata(&db)
+            .args([
+                "append",
+                "user-1",
+                "user_updated",
+                "{}",
+                "--expected-version",
+                "0",
+            ])
+            .output()
+            .unwrap(),
+        1,
+    );
+    assert!(
+        stderr.contains("conflict") && stderr.contains("actual version 1"),
+        "{stderr}"
+    );
+    fails(
+        strata(&db)
+            .args(["append", "s", "t", "{not json"])
+            .output()
+            .unwrap(),
+        1,
+    );
+    fails(strata(&db).args(["read"]).output().unwrap(), 1); // usage error
+    fails(strata(&db).args(["frobnicate"]).output().unwrap(), 1);
+    let missing = dir.path().join("missing.strata");
+    let stderr = fails(
+        strata(&missing).args(["read", "--all"]).output().unwrap(),
+        1,
+    );
+    assert!(stderr.contains("strata init"), "{stderr}");
+    assert!(!missing.exists());
+    let table = ok(strata(&db)
+        .args(["read", "user-1", "--format", "table"])
+        .output()
+        .unwrap());
+    assert!(
+        table.contains("user_created") && table.contains(r#"{"user_id":"user-1"}"#),
+        "{table}"
+    );
+}
+
+#[test]
+fn archive_then_read_names_the_archive_which_sqlite3_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, &sample_lines());
+    ok(strata(&db).arg("import").arg(&input).output().unwrap());
+    // The active bucket is never archived.
+    let stderr = fails(
+        strata(&db)
+            .args(["bucket", "archive", "1", "--to"])
+            .arg(dir.path())
+            .output()
+            .unwrap(),
+        1,
+    );
+    assert!(stderr.contains("seal it first"), "{stderr}");
+    ok(strata(&db).args(["bucket", "seal", "1"]).output().unwrap());
+    ok(strata(&db)
+        .args(["append", "later", "t", "{}"])
+        .output()
+        .unwrap());
+    let archives = dir.path().join("archives");
+    std::fs::create_dir(&archives).unwrap();
+    let out = ok(strata(&db)
+        .args(["bucket", "archive", "1", "--to"])
+        .arg(&archives)
+        .output()
+        .unwrap());
+    assert!(out.contains("archived bucket 1 (40 events)"), "{out}");
+    assert!(out.contains("store size"), "{out}");
+    let archive = archives
+        .canonicalize()
+        .unwrap()
+        .join("events-bucket-1.sqlite");
+    assert!(archive.is_file());
+
+    let stderr = fails(strata(&db).args(["read", "--all"]).output().unwrap(), 1);
+    assert!(stderr.contains(archive.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("--from"), "{stderr}");
+    let rest = parse_lines(&ok(strata(&db)
+        .args(["read", "--all", "--from", "41"])
+        .output()
+        .unwrap()));
+    assert_eq!(rest.len(), 1);
+    let list = ok(strata(&db).args(["bucket", "list"]).output().unwrap());
+    assert!(
+        list.contains("archived") && list.contains("events-bucket-1.sqlite"),
+        "{list}"
+    );
+
+    // The sqlite3 shell opens the archive and finds the events, with stream ids and types.
+    let shell = std::process::Command::new("sqlite3")
+        .arg(&archive)
+        .arg("SELECT count(*), count(DISTINCT stream_id), min(position), max(position) FROM events; SELECT stream_id, event_type FROM events_readable WHERE position = 1; SELECT value FROM archive_info WHERE key = 'event_count';")
+        .output()
+        .expect("the sqlite3 shell is installed (apt-get install sqlite3)");
+    assert!(shell.status.success(), "{shell:?}");
+    assert_eq!(
+        String::from_utf8(shell.stdout).unwrap(),
+        "40|7|1|40\norder-0|order_created\n40\n"
+    );
+    ok(strata(&db).arg("check").output().unwrap());
+}
+
+#[test]
+fn retention_and_drop_need_confirmation_and_report_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    ok(strata(&db)
+        .args(["append", "a", "t", "{}"])
+        .output()
+        .unwrap());
+    ok(strata(&db).args(["bucket", "seal", "1"]).output().unwrap());
+    ok(strata(&db)
+        .args(["append", "a", "t", "{}"])
+        .output()
+        .unwrap());
+    fails(
+        strata(&db).args(["bucket", "drop", "1"]).output().unwrap(),
+        1,
+    );
+    // The sealed bucket's month has not ended: nothing is older than 90 days.
+    let out = ok(strata(&db)
+        .args(["bucket", "retain", "--older-than", "90d", "--drop", "--yes"])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("no sealed bucket ended more than 90 days ago"),
+        "{out}"
+    );
+    fails(
+        strata(&db)
+            .args([
+                "bucket",
+                "retain",
+                "--older-than",
+                "soon",
+                "--drop",
+                "--yes",
+            ])
+            .output()
+            .unwrap(),
+        1,
+    );
+    let out = ok(strata(&db)
+        .args(["bucket", "drop", "1", "--yes"])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("dropped bucket 1 (1 events)") && out.contains(" -> "),
+        "{out}"
+    );
+    let stderr = fails(strata(&db).args(["read", "a"]).output().unwrap(), 1);
+    assert!(stderr.contains("dropped by retention"), "{stderr}");
+    ok(strata(&db).arg("check").output().unwrap());
+}
+
+#[test]
+fn check_reports_a_corrupted_store_with_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, &sample_lines());
+    ok(strata(&db).arg("import").arg(&input).output().unwrap());
+    let out = ok(strata(&db).arg("check").output().unwrap());
+    assert!(
+        out.contains("40 events") && out.trim_end().ends_with(": ok"),
+        "{out}"
+    );
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE events_1 SET data = CAST('tampered' AS BLOB) WHERE position = 7",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let output = strata(&db).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = fails(output, 1);
+    assert!(
+        stdout.contains("[event] position 7: checksum mismatch"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 problems found"), "{stderr}");
+}
+
+#[test]
+fn stats_prints_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    ok(strata(&db)
+        .args(["append", "a", "t", "{}"])
+        .output()
+        .unwrap());
+    let text = ok(strata(&db).arg("stats").output().unwrap());
+    assert!(text.contains("# TYPE strata_appends counter"), "{text}");
+    assert!(text.contains("\nstrata_last_position 1\n"), "{text}");
+    assert!(
+        text.contains("strata_buckets{state=\"active\"} 1"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+}
