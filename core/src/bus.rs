@@ -192,6 +192,11 @@ impl EventBus {
         F: FnMut(&Event) -> Result<(), E> + Send + 'static,
     {
         options.validate()?;
+        if event_types.is_empty() {
+            return Err(
+                InvalidInput::Other("a handler needs at least one event type".into()).into(),
+            );
+        }
         if name.is_empty() || name.len() > 200 {
             return Err(InvalidInput::Other("handler name must be 1..=200 bytes".into()).into());
         }

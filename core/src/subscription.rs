@@ -88,14 +88,16 @@ impl SubscriptionFilter {
         SubscriptionFilter::all().with_event_types(event_types)
     }
 
-    /// This filter, further restricted to the given event types.
+    /// This filter, further restricted to the given event types (an empty list matches
+    /// nothing).
     pub fn with_event_types<S: AsRef<str>>(mut self, event_types: &[S]) -> Self {
-        self.event_types = Some(
-            event_types
-                .iter()
-                .map(|name| name.as_ref().to_owned())
-                .collect(),
-        );
+        let mut names: Vec<String> = event_types
+            .iter()
+            .map(|name| name.as_ref().to_owned())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        self.event_types = Some(names);
         self
     }
 
@@ -193,7 +195,7 @@ impl Subscription {
     }
 
     /// Sets how many events one read fetches, and so the most this subscription holds
-    /// (1..=`limits::MAX_PAGE_SIZE`).
+    /// (1..=`limits::MAX_PAGE_SIZE`). Takes effect from the next read.
     pub fn with_page_size(mut self, page_size: usize) -> Result<Self, ReadError> {
         reader::check_page_size(page_size)?;
         self.page_size = page_size;

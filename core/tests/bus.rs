@@ -211,6 +211,15 @@ fn handlers_get_only_their_types_and_names_are_unique() {
             recorder(&paid)
         )
         .is_err());
+    let no_types: [&str; 0] = [];
+    assert!(bus
+        .register(
+            "none",
+            &no_types,
+            HandlerOptions::default(),
+            recorder(&paid)
+        )
+        .is_err());
     for i in 0..6 {
         let kind = ["paid", "shipped", "created"][i % 3];
         store
