@@ -27,6 +27,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod aggregate;
+pub mod bus;
+pub mod cache;
 mod catalog;
 pub mod check;
 mod checksum;
@@ -42,12 +45,16 @@ pub mod projection;
 mod reader;
 mod schema;
 mod store;
+pub mod subscription;
 pub mod workload;
 mod writer;
 
 pub use bytes::Bytes;
 pub use uuid::Uuid;
 
+pub use aggregate::{Aggregate, AggregateError, AggregateRoot, AggregateStore, SnapshotPolicy};
+pub use bus::{BusError, EventBus, HandlerHandle, HandlerOptions, HandlerStatus};
+pub use cache::CacheStats;
 pub use catalog::{BucketInfo, BucketState, StreamInfo};
 pub use check::{CheckReport, Problem, ProblemKind};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -75,3 +82,4 @@ pub use store::{EventIter, Store};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+pub use subscription::{Subscription, SubscriptionFilter, SubscriptionReceiver};

@@ -269,6 +269,7 @@ impl Store {
             )?;
             let archived = find_bucket(&tx, id)?;
             tx.commit()?;
+            self.clear_event_cache();
             Ok(archived)
         })();
         match swap {
@@ -437,6 +438,7 @@ impl Store {
         tx.execute("UPDATE buckets SET state = 'dropped' WHERE id = ?1", [id])?;
         let dropped = find_bucket(&tx, id)?;
         tx.commit()?;
+        self.clear_event_cache();
         tracing::info!(bucket = id, "dropped bucket");
         Ok(dropped)
     }

@@ -78,6 +78,8 @@ pub mod limits {
     pub const MAX_EVENTS_PER_COMMIT: usize = 100_000;
     /// Most read connections in the pool.
     pub const MAX_READ_CONNECTIONS: usize = 64;
+    /// Largest `cache_bytes` accepted (16 GiB).
+    pub const MAX_CACHE_BYTES: u64 = 16 << 30;
 }
 
 /// Options for [`crate::Store::open`]. Start from `Options::default()` and change fields.
@@ -104,6 +106,10 @@ pub struct Options {
     /// How long a connection waits for another process's write lock, in milliseconds.
     /// Default 5,000.
     pub busy_timeout_ms: u32,
+    /// Bytes the in-process event cache may hold (events by position and stream pages,
+    /// measured with [`crate::Event::approximate_size`] plus a fixed overhead per entry).
+    /// Default 64 MiB; 0 turns the cache off.
+    pub cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -118,6 +124,7 @@ impl Default for Options {
             page_cache_kib: 16 * 1024,
             clock: Arc::new(SystemClock),
             busy_timeout_ms: 5_000,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -133,6 +140,7 @@ impl fmt::Debug for Options {
             .field("read_connections", &self.read_connections)
             .field("page_cache_kib", &self.page_cache_kib)
             .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("cache_bytes", &self.cache_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +183,10 @@ impl Options {
         check(
             (256..=4 * 1024 * 1024).contains(&self.page_cache_kib),
             "page_cache_kib must be 256..=4194304".into(),
+        )?;
+        check(
+            self.cache_bytes as u64 <= limits::MAX_CACHE_BYTES,
+            format!("cache_bytes must be 0..={}", limits::MAX_CACHE_BYTES),
         )?;
         Ok(())
     }

@@ -349,6 +349,8 @@ pub(crate) struct EventFilter {
     pub time_range: Option<(i64, i64)>,
     /// Only streams whose id starts with this.
     pub stream_prefix: Option<String>,
+    /// Only the stream with this key.
+    pub stream_key: Option<i64>,
 }
 
 impl EventFilter {
@@ -424,6 +426,10 @@ pub(crate) fn read_filtered(
                 " AND substr(s.stream_id, 1, length(?{0})) = ?{0}",
                 values.len()
             ));
+        }
+        if let Some(key) = filter.stream_key {
+            values.push(key.into());
+            sql.push_str(&format!(" AND e.stream_key = ?{}", values.len()));
         }
         values.push((remaining as i64).into());
         sql.push_str(&format!(" ORDER BY e.position LIMIT ?{}", values.len()));

@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use crate::cache::{self as event_cache, CacheStats, EventCache};
 use crate::catalog::{self, BucketInfo, StreamInfo};
 use crate::connection::{self, Location, Role};
 use crate::error::{AppendError, InvalidInput, OpenError, ReadError};
@@ -43,6 +44,8 @@ struct StoreInner {
     readers: ReadPool,
     notifier: Arc<CommitNotifier>,
     metrics: Arc<Metrics>,
+    /// The LRU cache in front of `read_stream` and `read_all`.
+    cache: EventCache,
     /// For in-memory stores: a connection that keeps the database alive after the writer stops
     /// (a memdb database is freed with its last connection).
     _memory_keeper: Option<Mutex<rusqlite::Connection>>,
@@ -116,6 +119,7 @@ impl Store {
             .spawn(move || writer.run())
             .map_err(OpenError::Thread)?;
 
+        let cache = EventCache::new(options.cache_bytes);
         Ok(Store {
             inner: Arc::new(StoreInner {
                 readers: ReadPool::new(location.clone(), options.clone()),
@@ -126,6 +130,7 @@ impl Store {
                 writer_thread: Mutex::new(Some(writer_thread)),
                 notifier,
                 metrics,
+                cache,
                 _memory_keeper: memory_keeper,
             }),
         })
@@ -204,9 +209,14 @@ impl Store {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<Event>, ReadError> {
-        self.inner.readers.with_snapshot(|conn, pool| {
-            reader::read_stream(conn, pool, stream_id, from, direction, max_count)
-        })
+        event_cache::read_stream(
+            &self.inner.cache,
+            &self.inner.readers,
+            stream_id,
+            from,
+            direction,
+            max_count,
+        )
     }
 
     /// Every event of `stream_id` in `direction`, fetched page by page.
@@ -227,9 +237,7 @@ impl Store {
 
     /// Up to `max_count` events from position `from` (inclusive), in position order.
     pub fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<Event>, ReadError> {
-        self.inner
-            .readers
-            .with_snapshot(|conn, pool| reader::read_all(conn, pool, from, max_count))
+        event_cache::read_all(&self.inner.cache, &self.inner.readers, from, max_count)
     }
 
     /// Every event from position `from`, fetched page by page.
@@ -253,6 +261,7 @@ impl Store {
                 type_keys: Some(pool.type_keys(conn, &names)?),
                 time_range: Some((recorded.start, recorded.end)),
                 stream_prefix: None,
+                stream_key: None,
             };
             reader::read_filtered(conn, pool, &filter, max_count)
         })
@@ -266,6 +275,7 @@ impl Store {
             type_keys: None,
             time_range: Some((recorded.start, recorded.end)),
             stream_prefix: None,
+            stream_key: None,
         };
         EventIter::new(self.clone(), Cursor::Filtered(filter, Some(names)))
     }
@@ -315,12 +325,28 @@ impl Store {
         &self.inner.location
     }
 
+    /// Hits, misses, evictions and size of the event cache (see [`Options::cache_bytes`]).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
     pub(crate) fn readers(&self) -> &ReadPool {
         &self.inner.readers
     }
 
-    /// A new connection for writes outside the event log (projection state, maintenance).
-    /// SQLite's write lock serialises it with the writer thread.
+    /// Forgets every cached event: after archiving or dropping a bucket, reads of its range
+    /// must say where the events went rather than answer from memory.
+    pub(crate) fn clear_event_cache(&self) {
+        self.inner.cache.clear();
+    }
+
+    pub(crate) fn notifier(&self) -> &CommitNotifier {
+        &self.inner.notifier
+    }
+
+    /// A new read-write connection to the store file, beside the writer's (WAL allows it; it
+    /// waits `busy_timeout_ms` for the write lock). For writes outside the event log: projection
+    /// state, checkpoints, snapshots, maintenance.
     pub(crate) fn open_side_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
         connection::open(&self.inner.location, Role::Side, &self.inner.options)
     }

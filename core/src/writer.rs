@@ -135,6 +135,7 @@ impl Writer {
             }
             self.commit_batch(batch);
         }
+        self.notifier.close();
         tracing::debug!("writer stopped: all senders dropped");
     }
 
