@@ -30,7 +30,8 @@
 //!   documentation for the sandbox and for how failures map onto
 //!   [`strata::ProjectionError`].
 //! - [`examples`] builds the example plugins of this repository (for tests, the CLI and
-//!   benches).
+//!   benches): `strata_wasm::examples::build_and_locate("user-stats")` returns the path of
+//!   `user_stats.wasm`, building `plugins/examples` for `wasm32-wasip2` on first use.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
