@@ -409,6 +409,16 @@ pub fn read(
     format: Format,
 ) -> CliResult {
     let store = open_existing(db)?;
+    read_from_store(&store, selection, from, limit, format)
+}
+
+fn read_from_store(
+    store: &Store,
+    selection: Selection,
+    from: Option<u64>,
+    limit: Option<u64>,
+    format: Format,
+) -> CliResult {
     let events: Box<dyn Iterator<Item = Result<Event, ReadError>>> = match selection {
         Selection::Stream { stream, backwards } => {
             let direction = if backwards {
@@ -740,4 +750,15 @@ pub fn bucket_retain(
         }
     }
     space(&store, vacuum)
+}
+
+/// `strata tail`: the last `count` events of the log, oldest first.
+pub fn tail(db: &Path, count: u64, format: Format) -> CliResult {
+    let store = open_existing(db)?;
+    let last = store.last_position()?;
+    let from = last.saturating_sub(count.saturating_sub(1)).max(1);
+    if count == 0 || last == 0 {
+        return Ok(());
+    }
+    read_from_store(&store, Selection::All, Some(from), Some(count), format)
 }

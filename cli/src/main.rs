@@ -154,6 +154,20 @@ enum Command {
         format: Format,
     },
 
+    /// Print the last events of the log, oldest first.
+    ///
+    /// (Following new events live, `--follow`, comes with store subscriptions.)
+    ///
+    /// Example: strata tail --db events.strata -n 20
+    Tail {
+        /// How many events.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+    },
+
     /// Export the log as JSON Lines that `strata import` takes back unchanged.
     ///
     /// Each line holds position, stream, version, type, event_id, recorded_at, data (JSON, or
@@ -342,6 +356,7 @@ fn run(cli: Cli) -> CliResult {
             };
             commands::read(&db(cli.db)?, selection, from, limit, format)
         }
+        Command::Tail { lines, format } => commands::tail(&db(cli.db)?, lines, format),
         Command::Export { output, from } => {
             commands::export(&db(cli.db)?, output.as_deref(), from.max(1))
         }

@@ -129,6 +129,13 @@ fn import_read_export_round_trip_gives_identical_json_lines() {
         (1..=stream.len() as u64).collect::<Vec<_>>()
     );
     assert!(stream.iter().all(|e| e["stream"] == "order-3"));
+    let tail = parse_lines(&ok(strata(&db).args(["tail", "-n", "3"]).output().unwrap()));
+    assert_eq!(
+        tail.iter()
+            .map(|e| e["position"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![38, 39, 40]
+    );
     let typed = parse_lines(&ok(strata(&db)
         .args(["read", "--type", "order_created"])
         .output()

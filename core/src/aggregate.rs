@@ -30,15 +30,6 @@ const REPLAY_PAGE_SIZE: usize = 1_000;
 /// Largest encoded snapshot accepted (64 MiB).
 pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 
-const CREATE_SNAPSHOTS: &str = "CREATE TABLE IF NOT EXISTS snapshots (
-    stream_id      TEXT NOT NULL,
-    aggregate_type TEXT NOT NULL,
-    type_version   INTEGER NOT NULL,
-    version        INTEGER NOT NULL,
-    state          BLOB NOT NULL,
-    PRIMARY KEY (stream_id, aggregate_type)
-) WITHOUT ROWID";
-
 /// State folded from the events of one stream.
 pub trait Aggregate: Default + Serialize + DeserializeOwned {
     /// The aggregate's name, stored with its snapshots.
@@ -179,10 +170,9 @@ struct Snapshot {
 }
 
 impl AggregateStore {
-    /// An aggregate store over `store`; creates the `snapshots` table if missing.
+    /// An aggregate store over `store` (snapshots go to the schema's `snapshots` table).
     pub fn new(store: &Store, policy: SnapshotPolicy) -> Result<Self, AggregateError> {
         let conn = store.open_side_connection()?;
-        conn.execute_batch(CREATE_SNAPSHOTS)?;
         Ok(AggregateStore {
             store: store.clone(),
             policy,

@@ -39,11 +39,6 @@ pub const MAX_BACKOFF_LIMIT: Duration = Duration::from_secs(600);
 /// How long a handler thread blocks at most before it checks whether it should stop.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
-const CREATE_CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS checkpoints (
-    name     TEXT PRIMARY KEY,
-    position INTEGER NOT NULL
-) WITHOUT ROWID";
-
 /// Why the bus could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -160,11 +155,8 @@ impl std::fmt::Debug for EventBus {
 }
 
 impl EventBus {
-    /// A bus over `store`; creates the `checkpoints` table if missing.
+    /// A bus over `store`; handler checkpoints go to the schema's `checkpoints` table.
     pub fn new(store: &Store) -> Result<EventBus, BusError> {
-        store
-            .open_side_connection()?
-            .execute_batch(CREATE_CHECKPOINTS)?;
         Ok(EventBus {
             store: store.clone(),
             names: Arc::new(Mutex::new(HashSet::new())),

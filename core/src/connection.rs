@@ -50,8 +50,7 @@ pub(crate) enum Role {
     Writer,
     /// A pooled read connection.
     Reader,
-    /// A connection that writes outside the event log (projection state, checkpoints,
-    /// snapshots, maintenance).
+    /// A connection that writes outside the event log (projection state, maintenance).
     Side,
 }
 

@@ -77,9 +77,9 @@ pub use projection::{
 pub use reader::Direction;
 pub use schema::{APPLICATION_ID, CURRENT_VERSION as SCHEMA_VERSION};
 pub use store::{EventIter, Store};
-pub use subscription::{Subscription, SubscriptionFilter, SubscriptionReceiver};
 
 /// The README's Rust example, compiled and run as a doctest so that it stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+pub use subscription::{Subscription, SubscriptionFilter, SubscriptionReceiver};

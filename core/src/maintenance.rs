@@ -269,8 +269,7 @@ impl Store {
             )?;
             let archived = find_bucket(&tx, id)?;
             tx.commit()?;
-            // Cached events of the bucket must not be served past its archiving.
-            self.cache().clear();
+            self.clear_event_cache();
             Ok(archived)
         })();
         match swap {
@@ -439,8 +438,7 @@ impl Store {
         tx.execute("UPDATE buckets SET state = 'dropped' WHERE id = ?1", [id])?;
         let dropped = find_bucket(&tx, id)?;
         tx.commit()?;
-        // Cached events of the bucket must not be served past its drop.
-        self.cache().clear();
+        self.clear_event_cache();
         tracing::info!(bucket = id, "dropped bucket");
         Ok(dropped)
     }

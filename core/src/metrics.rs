@@ -19,9 +19,11 @@
 //! | `strata_buckets{state}` | gauge | buckets per state |
 //! | `strata_store_bytes` | gauge | database file plus WAL |
 //! | `strata_projection_lag_events{projection}` | gauge | head position minus checkpoint |
-//! | `strata_projection_faults{projection}` | counter | faults of a projection |
+//! | `strata_projection_faulted{projection}` | gauge | 1 while a projection is stopped on a fault |
+//!
+//! Projection gauges come from the projection statuses stored in the file (every projection
+//! registered by any process), read when the metrics are.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -37,6 +39,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::catalog::{BucketInfo, BucketState};
 use crate::error::AppendError;
 use crate::event::{AppendResult, Position};
+use crate::projection::ProjectionPhase;
 use crate::store::Store;
 use crate::writer::AppendRequest;
 
@@ -60,9 +63,9 @@ pub(crate) struct Metrics {
     buckets: Family<Labels, Gauge>,
     store_bytes: Gauge,
     projection_lag: Family<Labels, Gauge>,
-    projection_faults: Family<Labels, Counter<u64, AtomicU64>>,
-    /// name -> (lag, faults), for snapshots (families cannot be listed).
-    projections: Mutex<BTreeMap<String, (u64, u64)>>,
+    projection_faulted: Family<Labels, Gauge>,
+    /// The projections as last read, for snapshots (families cannot be listed).
+    projections: Mutex<Vec<ProjectionMetrics>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,8 +99,8 @@ impl Metrics {
             buckets: Family::default(),
             store_bytes: Gauge::default(),
             projection_lag: Family::default(),
-            projection_faults: Family::default(),
-            projections: Mutex::new(BTreeMap::new()),
+            projection_faulted: Family::default(),
+            projections: Mutex::new(Vec::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -160,9 +163,9 @@ impl Metrics {
             metrics.projection_lag.clone(),
         );
         registry.register(
-            "projection_faults",
-            "Faults of a projection (trap, error, budget overrun)",
-            metrics.projection_faults.clone(),
+            "projection_faulted",
+            "1 while a projection is stopped on an event it failed to apply",
+            metrics.projection_faulted.clone(),
         );
         Metrics {
             registry,
@@ -215,30 +218,20 @@ impl Metrics {
         self.errors.inc_by(requests as u64);
     }
 
-    /// Sets a projection's lag (head position minus its checkpoint).
-    #[allow(dead_code)] // called by the projection runner
-    pub(crate) fn set_projection_lag(&self, projection: &str, lag: u64) {
-        self.projection_lag
-            .get_or_create(&projection_label(projection))
-            .set(i64::try_from(lag).unwrap_or(i64::MAX));
-        self.projections
-            .lock()
-            .entry(projection.to_owned())
-            .or_default()
-            .0 = lag;
-    }
-
-    /// Counts a fault of a projection.
-    #[allow(dead_code)] // called by the projection runner
-    pub(crate) fn record_projection_fault(&self, projection: &str) {
-        self.projection_faults
-            .get_or_create(&projection_label(projection))
-            .inc();
-        self.projections
-            .lock()
-            .entry(projection.to_owned())
-            .or_default()
-            .1 += 1;
+    /// Replaces the projection gauges with `projections` (retired versions left out).
+    pub(crate) fn set_projections(&self, projections: Vec<ProjectionMetrics>) {
+        self.projection_lag.clear();
+        self.projection_faulted.clear();
+        for projection in &projections {
+            let labels = projection_label(&projection.name);
+            self.projection_lag
+                .get_or_create(&labels)
+                .set(i64::try_from(projection.lag).unwrap_or(i64::MAX));
+            self.projection_faulted
+                .get_or_create(&labels)
+                .set(i64::from(projection.faulted));
+        }
+        *self.projections.lock() = projections;
     }
 
     /// Refreshes the gauges that describe the store file.
@@ -295,16 +288,7 @@ impl Metrics {
             buckets_dropped: bucket_count(BucketState::Dropped),
             store_bytes: self.store_bytes.get() as u64,
             cache: None,
-            projections: self
-                .projections
-                .lock()
-                .iter()
-                .map(|(name, (lag, faults))| ProjectionMetrics {
-                    name: name.clone(),
-                    lag: *lag,
-                    faults: *faults,
-                })
-                .collect(),
+            projections: self.projections.lock().clone(),
         }
     }
 }
@@ -329,15 +313,19 @@ pub struct CacheMetrics {
     pub misses: u64,
 }
 
-/// Lag and faults of one projection.
+/// Lag and fault state of one projection, from its stored status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProjectionMetrics {
     /// The projection's name.
     pub name: String,
+    /// Its version.
+    pub version: u32,
     /// Head position minus its checkpoint.
     pub lag: u64,
-    /// Faults counted since the store was opened.
-    pub faults: u64,
+    /// Whether it is stopped on an event it failed to apply.
+    pub faulted: bool,
+    /// Its phase, as stored (`catching_up`, `live`, `faulted`, `rebuilding`).
+    pub phase: String,
 }
 
 /// Every metric at one moment. Counters cover this process since the store was opened;
@@ -376,7 +364,7 @@ pub struct MetricsSnapshot {
     pub store_bytes: u64,
     /// Event cache hits and misses; `None` while the store has no cache.
     pub cache: Option<CacheMetrics>,
-    /// Per projection lag and faults (empty when no projection runs).
+    /// Per projection lag and fault state (empty when no projection is stored).
     pub projections: Vec<ProjectionMetrics>,
 }
 
@@ -431,6 +419,22 @@ impl Store {
             }
         };
         self.metrics_handle().refresh(last, &buckets, bytes);
+        match crate::projection::ProjectionRunner::list(self) {
+            Ok(statuses) => self.metrics_handle().set_projections(
+                statuses
+                    .into_iter()
+                    .filter(|s| !matches!(s.phase, ProjectionPhase::Retired))
+                    .map(|s| ProjectionMetrics {
+                        faulted: matches!(s.phase, ProjectionPhase::Faulted { .. }),
+                        phase: s.phase.as_str().to_owned(),
+                        name: s.name,
+                        version: s.version,
+                        lag: s.lag,
+                    })
+                    .collect(),
+            ),
+            Err(error) => tracing::warn!(%error, "projection statuses unavailable for metrics"),
+        }
         Ok(())
     }
 }

@@ -112,6 +112,22 @@ fn create_v1(tx: &Transaction<'_>, width: BucketWidth) -> rusqlite::Result<()> {
             PRIMARY KEY (namespace, position)
         ) WITHOUT ROWID;
 
+        -- Named checkpoints of event-bus handlers (and other followers of the log).
+        CREATE TABLE checkpoints (
+            name     TEXT PRIMARY KEY,
+            position INTEGER NOT NULL
+        ) WITHOUT ROWID;
+
+        -- Aggregate snapshots: the state of one aggregate type of one stream at a version.
+        CREATE TABLE snapshots (
+            stream_id      TEXT NOT NULL,
+            aggregate_type TEXT NOT NULL,
+            type_version   INTEGER NOT NULL,
+            version        INTEGER NOT NULL,
+            state          BLOB NOT NULL,
+            PRIMARY KEY (stream_id, aggregate_type)
+        ) WITHOUT ROWID;
+
         -- Every event id ever stored, with where it went: store-wide idempotency.
         CREATE TABLE event_ids (
             event_id   BLOB PRIMARY KEY,

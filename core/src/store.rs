@@ -43,9 +43,9 @@ struct StoreInner {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: ReadPool,
     notifier: Arc<CommitNotifier>,
+    metrics: Arc<Metrics>,
     /// The LRU cache in front of `read_stream` and `read_all`.
     cache: EventCache,
-    metrics: Arc<Metrics>,
     /// For in-memory stores: a connection that keeps the database alive after the writer stops
     /// (a memdb database is freed with its last connection).
     _memory_keeper: Option<Mutex<rusqlite::Connection>>,
@@ -129,8 +129,8 @@ impl Store {
                 requests: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
                 notifier,
-                cache,
                 metrics,
+                cache,
                 _memory_keeper: memory_keeper,
             }),
         })
@@ -317,11 +317,6 @@ impl Store {
         self.inner.notifier.wait_past(after, timeout)
     }
 
-    /// Hits, misses, evictions and size of the event cache (see [`Options::cache_bytes`]).
-    pub fn cache_stats(&self) -> CacheStats {
-        self.inner.cache.stats()
-    }
-
     pub(crate) fn metrics_handle(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -330,20 +325,28 @@ impl Store {
         &self.inner.location
     }
 
+    /// Hits, misses, evictions and size of the event cache (see [`Options::cache_bytes`]).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
     pub(crate) fn readers(&self) -> &ReadPool {
         &self.inner.readers
     }
 
-    pub(crate) fn cache(&self) -> &EventCache {
-        &self.inner.cache
+    /// Forgets every cached event: after archiving or dropping a bucket, reads of its range
+    /// must say where the events went rather than answer from memory.
+    pub(crate) fn clear_event_cache(&self) {
+        self.inner.cache.clear();
     }
 
     pub(crate) fn notifier(&self) -> &CommitNotifier {
         &self.inner.notifier
     }
 
-    /// A new connection for writes outside the event log (projection state, maintenance).
-    /// SQLite's write lock serialises it with the writer thread.
+    /// A new read-write connection to the store file, beside the writer's (WAL allows it; it
+    /// waits `busy_timeout_ms` for the write lock). For writes outside the event log: projection
+    /// state, checkpoints, snapshots, maintenance.
     pub(crate) fn open_side_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
         connection::open(&self.inner.location, Role::Side, &self.inner.options)
     }

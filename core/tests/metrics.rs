@@ -83,3 +83,74 @@ fn prometheus_text_names_every_metric() {
     }
     assert!(text.ends_with("# EOF\n"));
 }
+
+/// Fails on events of type "poison"; does nothing with the others.
+struct Picky;
+
+impl strata::Projection for Picky {
+    fn describe(&mut self) -> Result<strata::ProjectionInfo, strata::ProjectionError> {
+        Ok(strata::ProjectionInfo {
+            name: "picky".into(),
+            version: 1,
+            event_types: Vec::new(),
+        })
+    }
+
+    fn apply(
+        &mut self,
+        events: &[strata::Event],
+        _state: &mut strata::ProjectionState,
+    ) -> Result<(), strata::ProjectionError> {
+        match events.iter().find(|e| &*e.event_type == "poison") {
+            Some(e) => Err(strata::ProjectionError::Failed(format!(
+                "poison at {}",
+                e.position
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn query(
+        &mut self,
+        _request: &[u8],
+        _state: &mut strata::ProjectionState,
+    ) -> Result<Vec<u8>, strata::ProjectionError> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn projection_lag_and_faults_come_from_the_stored_statuses() {
+    let (_dir, _path, store) = temp_store(fast());
+    store
+        .append("s", ExpectedVersion::Any, events("e", 5))
+        .unwrap();
+    let runner = strata::ProjectionRunner::new(&store, strata::RunnerOptions::default()).unwrap();
+    runner.register(Box::new(Picky)).unwrap();
+    let m = store.metrics().unwrap();
+    assert_eq!(m.projections.len(), 1);
+    assert_eq!((m.projections[0].lag, m.projections[0].faulted), (5, false));
+
+    runner.catch_up("picky").unwrap();
+    store
+        .append("s", ExpectedVersion::Any, events("e", 2))
+        .unwrap();
+    assert_eq!(store.metrics().unwrap().projections[0].lag, 2);
+
+    store
+        .append("s", ExpectedVersion::Any, events("poison", 1))
+        .unwrap();
+    runner.catch_up("picky").unwrap();
+    let m = store.metrics().unwrap();
+    assert!(m.projections[0].faulted, "{:?}", m.projections);
+    assert_eq!(m.projections[0].phase, "faulted");
+    let text = store.metrics_text().unwrap();
+    assert!(
+        text.contains("strata_projection_faulted{projection=\"picky\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_projection_lag_events{projection=\"picky\"}"),
+        "{text}"
+    );
+}

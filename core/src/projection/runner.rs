@@ -666,9 +666,7 @@ impl ProjectionRunner {
                 } else {
                     Some(pool.type_keys(conn, &wanted)?)
                 },
-                time_range: None,
-                stream_prefix: None,
-                stream_key: None,
+                ..EventFilter::default()
             };
             Ok((
                 reader::read_filtered(conn, pool, &filter, batch_size)?,
