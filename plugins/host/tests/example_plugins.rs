@@ -190,7 +190,10 @@ fn user_stats_describes_itself() {
 fn user_stats_matches_a_native_computation() {
     let log = workload();
     let expected = native_user_stats(&log);
-    assert!(expected.len() >= 5, "the workload completes orders of several users");
+    assert!(
+        expected.len() >= 5,
+        "the workload completes orders of several users"
+    );
 
     let mut projection = load("user-stats", PluginLimits::default());
     let committed = Arc::new(MemoryState::new());
@@ -214,7 +217,10 @@ fn user_stats_matches_a_native_computation() {
         &encode(&BTreeMap::from([("user_id", "nobody")])),
     )
     .unwrap();
-    assert_eq!(rmp_serde::from_slice::<Option<UserStats>>(&nobody).unwrap(), None);
+    assert_eq!(
+        rmp_serde::from_slice::<Option<UserStats>>(&nobody).unwrap(),
+        None
+    );
 
     let mut ranking: Vec<&UserStats> = expected.values().collect();
     ranking.sort_by(|a, b| {
@@ -288,7 +294,10 @@ fn user_stats_ties_are_broken_by_user_id() {
     let got: Vec<UserStats> = rmp_serde::from_slice(&response).unwrap();
     let order: Vec<&str> = got.iter().map(|s| s.user_id.as_str()).collect();
     assert_eq!(order, ["alice", "bob", "carol"]);
-    assert_eq!(got[0].last_order_date, 1_001, "the date is order_created's recorded_at");
+    assert_eq!(
+        got[0].last_order_date, 1_001,
+        "the date is order_created's recorded_at"
+    );
 }
 
 #[test]
@@ -328,7 +337,12 @@ fn event_counter_counts_events_per_type() {
 
     let committed = Arc::new(MemoryState::new());
     apply_in_batches(&mut projection, &committed, &log.events, 4);
-    let response = query(&mut projection, &committed, &encode(&BTreeMap::<u8, u8>::new())).unwrap();
+    let response = query(
+        &mut projection,
+        &committed,
+        &encode(&BTreeMap::<u8, u8>::new()),
+    )
+    .unwrap();
     let counts: BTreeMap<String, u64> = rmp_serde::from_slice(&response).unwrap();
     let expected: BTreeMap<String, u64> = types
         .iter()
