@@ -104,6 +104,10 @@ pub struct Options {
     /// How long a connection waits for another process's write lock, in milliseconds.
     /// Default 5,000.
     pub busy_timeout_ms: u32,
+    /// Most pages the store file may grow to (SQLite's `max_page_count`), applied to every
+    /// connection; `None` (the default) leaves SQLite's own limit. An append that would grow the
+    /// file past it fails with SQLite's `SQLITE_FULL` and stores nothing, as on a full disk.
+    pub max_page_count: Option<u32>,
 }
 
 impl Default for Options {
@@ -118,6 +122,7 @@ impl Default for Options {
             page_cache_kib: 16 * 1024,
             clock: Arc::new(SystemClock),
             busy_timeout_ms: 5_000,
+            max_page_count: None,
         }
     }
 }
@@ -133,6 +138,7 @@ impl fmt::Debug for Options {
             .field("read_connections", &self.read_connections)
             .field("page_cache_kib", &self.page_cache_kib)
             .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("max_page_count", &self.max_page_count)
             .finish_non_exhaustive()
     }
 }
