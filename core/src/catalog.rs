@@ -133,21 +133,44 @@ pub(crate) fn find_stream(
     conn: &Connection,
     stream_id: &str,
 ) -> rusqlite::Result<Option<(i64, StreamInfo)>> {
-    conn.prepare_cached(
-        "SELECT stream_key, version, first_position, last_position FROM streams WHERE stream_id = ?1",
-    )?
-    .query_row([stream_id], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            StreamInfo {
-                stream_id: stream_id.to_owned(),
-                version: row.get::<_, i64>(1)? as u64,
-                first_position: row.get::<_, i64>(2)? as u64,
-                last_position: row.get::<_, i64>(3)? as u64,
-            },
-        ))
-    })
-    .optional()
+    // The name is found through the unique index; the subquery reads it back from the table row
+    // the index points at (by rowid, so not from the index). They differ only in a corrupt file,
+    // where trusting the index would read, or append to, another stream.
+    let found = conn
+        .prepare_cached(
+            "SELECT s.stream_key, s.version, s.first_position, s.last_position,
+                    (SELECT t.stream_id FROM streams t WHERE t.stream_key = s.stream_key)
+             FROM streams s WHERE s.stream_id = ?1",
+        )?
+        .query_row([stream_id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                StreamInfo {
+                    stream_id: stream_id.to_owned(),
+                    version: row.get::<_, i64>(1)? as u64,
+                    first_position: row.get::<_, i64>(2)? as u64,
+                    last_position: row.get::<_, i64>(3)? as u64,
+                },
+                row.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .optional()?;
+    match found {
+        None => Ok(None),
+        Some((key, info, Some(name))) if name == stream_id => Ok(Some((key, info))),
+        Some((key, _, name)) => Err(corrupt(format!(
+            "streams: the index entry for {stream_id:?} points at stream key {key}, whose row names {name:?}"
+        ))),
+    }
+}
+
+/// An SQLITE_CORRUPT error for an inconsistency strata found itself (SQLite's own checks do not
+/// compare an index with its table on every lookup).
+pub(crate) fn corrupt(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some(message),
+    )
 }
 
 /// One bucket that holds events of a stream, with the versions it holds.

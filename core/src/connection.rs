@@ -80,6 +80,12 @@ pub(crate) fn configure(conn: &Connection, role: Role, options: &Options) -> rus
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    if let Some(pages) = options.max_page_count {
+        // Returns the limit in force (never below the file's current size): not an error.
+        let _limit: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get(0)
+        })?;
+    }
     match role {
         Role::Writer => {
             conn.pragma_update(None, "cache_size", -(options.page_cache_kib as i64))?;

@@ -110,6 +110,10 @@ pub struct Options {
     /// measured with [`crate::Event::approximate_size`] plus a fixed overhead per entry).
     /// Default 64 MiB; 0 turns the cache off.
     pub cache_bytes: usize,
+    /// Most pages the store file may grow to (SQLite's `max_page_count`), applied to every
+    /// connection; `None` (the default) leaves SQLite's own limit. An append that would grow the
+    /// file past it fails with SQLite's `SQLITE_FULL` and stores nothing, as on a full disk.
+    pub max_page_count: Option<u32>,
 }
 
 impl Default for Options {
@@ -125,6 +129,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             busy_timeout_ms: 5_000,
             cache_bytes: 64 * 1024 * 1024,
+            max_page_count: None,
         }
     }
 }
@@ -141,6 +146,7 @@ impl fmt::Debug for Options {
             .field("page_cache_kib", &self.page_cache_kib)
             .field("busy_timeout_ms", &self.busy_timeout_ms)
             .field("cache_bytes", &self.cache_bytes)
+            .field("max_page_count", &self.max_page_count)
             .finish_non_exhaustive()
     }
 }

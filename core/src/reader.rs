@@ -37,7 +37,13 @@ pub(crate) struct ReadPool {
     returned: Condvar,
     /// Event type key -> name. Types are never renamed or deleted, so entries never go stale.
     type_names: RwLock<HashMap<i64, Arc<str>>>,
+    /// Stream key -> name, each checked against the `streams` index once (see `stream_name`).
+    /// Cleared when it reaches `STREAM_NAME_CACHE_ENTRIES`, so that it stays bounded.
+    stream_names: RwLock<HashMap<i64, Arc<str>>>,
 }
+
+/// Most stream names `ReadPool::stream_names` keeps.
+const STREAM_NAME_CACHE_ENTRIES: usize = 16_384;
 
 /// Idle connections, and how many are open in all (idle and borrowed).
 #[derive(Default)]
@@ -89,6 +95,7 @@ impl ReadPool {
             connections: Mutex::new(PoolConnections::default()),
             returned: Condvar::new(),
             type_names: RwLock::new(HashMap::new()),
+            stream_names: RwLock::new(HashMap::new()),
         }
     }
 
@@ -152,7 +159,56 @@ impl ReadPool {
                 reason: format!("unknown event type key {type_key}"),
             })?
             .into();
+        // Names are not covered by the event checksum: check the row against the name's unique
+        // index, so that a corrupt name is reported rather than returned.
+        let indexed: Option<i64> = conn
+            .prepare_cached("SELECT type_key FROM event_types WHERE name = ?1")?
+            .query_row([&*name], |r| r.get(0))
+            .optional()?;
+        if indexed != Some(type_key) {
+            return Err(ReadError::Corrupt {
+                position,
+                reason: format!(
+                    "event type key {type_key} is named {name:?}, but that name's index entry says {indexed:?}"
+                ),
+            });
+        }
         self.type_names.write().insert(type_key, name.clone());
+        Ok(name)
+    }
+
+    /// The name of stream `stream_key` as read from its `streams` row, checked (once per key)
+    /// against the unique index on names: the event checksum covers the key, not the name.
+    fn stream_name(
+        &self,
+        conn: &Connection,
+        stream_key: i64,
+        name: &str,
+        position: Position,
+    ) -> Result<Arc<str>, ReadError> {
+        if let Some(cached) = self.stream_names.read().get(&stream_key) {
+            if **cached == *name {
+                return Ok(cached.clone());
+            }
+        }
+        let indexed: Option<i64> = conn
+            .prepare_cached("SELECT stream_key FROM streams WHERE stream_id = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        if indexed != Some(stream_key) {
+            return Err(ReadError::Corrupt {
+                position,
+                reason: format!(
+                    "stream key {stream_key} is named {name:?}, but that name's index entry says {indexed:?}"
+                ),
+            });
+        }
+        let name: Arc<str> = name.into();
+        let mut names = self.stream_names.write();
+        if names.len() >= STREAM_NAME_CACHE_ENTRIES {
+            names.clear();
+        }
+        names.insert(stream_key, name.clone());
         Ok(name)
     }
 
@@ -238,7 +294,7 @@ fn event_from_row(
         Some(id) => id.clone(),
         None => {
             let name: String = row.get(0)?;
-            name.into()
+            pool.stream_name(conn, stream_key, &name, position)?
         }
     };
     Ok(Event {
@@ -325,7 +381,53 @@ pub(crate) fn read_stream(
             events.push(event_from_row(row, pool, conn, Some(&shared_id))?);
         }
     }
+    check_stream_versions(&events, from, direction, max_count, info.version)?;
     Ok(events)
+}
+
+/// A stream read must return consecutive versions from `from` (clamped to the stream), up to the
+/// stream's version (forwards) or 1 (backwards) unless the page is full. The catalog rows that
+/// route a stream read (`streams`, `stream_buckets`, `buckets`) are not checksummed; this is
+/// what turns a corrupt one into an error instead of a short or gapped answer.
+fn check_stream_versions(
+    events: &[Event],
+    from: StreamVersion,
+    direction: Direction,
+    max_count: usize,
+    stream_version: StreamVersion,
+) -> Result<(), ReadError> {
+    let (mut expected, end) = match direction {
+        Direction::Forwards if from > stream_version => return Ok(()),
+        Direction::Forwards => (from.max(1), stream_version),
+        Direction::Backwards if from == 0 => return Ok(()),
+        Direction::Backwards => (from.min(stream_version), 1),
+    };
+    for event in events {
+        if event.version != expected {
+            return Err(ReadError::Corrupt {
+                position: event.position,
+                reason: format!(
+                    "stream read expected version {expected}, found {}",
+                    event.version
+                ),
+            });
+        }
+        expected = match direction {
+            Direction::Forwards => expected + 1,
+            Direction::Backwards => expected.saturating_sub(1),
+        };
+    }
+    let reached_end = events.last().is_some_and(|last| last.version == end);
+    if events.len() < max_count && !reached_end && stream_version > 0 {
+        return Err(ReadError::Corrupt {
+            position: events.last().map_or(0, |e| e.position),
+            reason: format!(
+                "stream read ended at version {:?} of {stream_version} without reaching its end",
+                events.last().map(|e| e.version)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Up to `max_count` events from position `from` (inclusive), in position order.
@@ -377,6 +479,59 @@ pub(crate) fn read_filtered(
     {
         return Ok(Vec::new());
     }
+    let events = read_filtered_unchecked(conn, pool, filter, max_count)?;
+    let unfiltered = filter.type_keys.is_none()
+        && filter.time_range.is_none()
+        && filter.stream_prefix.is_none()
+        && filter.stream_key.is_none();
+    if unfiltered {
+        check_positions(conn, &events, filter.from.max(1), max_count)?;
+    }
+    Ok(events)
+}
+
+/// An unfiltered read must return consecutive positions from `from`, up to the head of the log
+/// unless the page is full: the bucket catalog that routes it is not checksummed, and a corrupt
+/// row must give an error, not a short or gapped answer.
+fn check_positions(
+    conn: &Connection,
+    events: &[Event],
+    from: Position,
+    max_count: usize,
+) -> Result<(), ReadError> {
+    for (i, event) in events.iter().enumerate() {
+        if event.position != from + i as u64 {
+            return Err(ReadError::Corrupt {
+                position: event.position,
+                reason: format!(
+                    "read expected position {}, found {}",
+                    from + i as u64,
+                    event.position
+                ),
+            });
+        }
+    }
+    if events.len() < max_count {
+        let head: i64 = conn
+            .prepare_cached("SELECT last_position FROM head WHERE id = 1")?
+            .query_row([], |r| r.get(0))?;
+        let last = events.last().map_or(from - 1, |e| e.position);
+        if last != (head as u64).max(from - 1) {
+            return Err(ReadError::Corrupt {
+                position: last + 1,
+                reason: format!("read ended at position {last}, but the head of the log is {head}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn read_filtered_unchecked(
+    conn: &Connection,
+    pool: &ReadPool,
+    filter: &EventFilter,
+    max_count: usize,
+) -> Result<Vec<Event>, ReadError> {
     let from = filter.from.max(1);
     let mut events = Vec::new();
     for bucket in catalog::list_buckets(conn)? {

@@ -281,9 +281,34 @@ impl Store {
     }
 
     /// A stream's current version and position range; `None` if it has no events.
+    ///
+    /// The `streams` row is not checksummed, so it is checked against the stream's last event,
+    /// which is: a row that disagrees is reported as [`ReadError::Corrupt`].
     pub fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError> {
-        let conn = self.inner.readers.get()?;
-        Ok(catalog::find_stream(&conn, stream_id)?.map(|(_, info)| info))
+        self.inner.readers.with_snapshot(|conn, pool| {
+            let Some((_, info)) = catalog::find_stream(conn, stream_id)? else {
+                return Ok(None);
+            };
+            let last = reader::read_all(conn, pool, info.last_position.max(1), 1)?;
+            match last.first() {
+                Some(event)
+                    if event.position == info.last_position
+                        && *event.stream_id == *stream_id
+                        && event.version == info.version =>
+                {
+                    Ok(Some(info))
+                }
+                other => Err(ReadError::Corrupt {
+                    position: info.last_position,
+                    reason: format!(
+                        "the streams row of {stream_id:?} (version {}, last position {}) does not match the event there: {:?}",
+                        info.version,
+                        info.last_position,
+                        other.map(|e| (e.position, &e.stream_id, e.version))
+                    ),
+                }),
+            }
+        })
     }
 
     /// The bucket catalog, oldest first.
