@@ -19,7 +19,7 @@
 //! redelivery mixes stored and new events, or versions are out of order), the batch's events
 //! are appended one at a time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
@@ -337,15 +337,11 @@ impl Ingester {
         events: Vec<(async_nats::jetstream::Message, ReplicatedEvent)>,
         report: &mut IngestReport,
     ) -> Result<(), ReplicationError> {
-        // Streams with a deferred event: their later events in this batch are deferred too.
-        let mut blocked: HashSet<String> = HashSet::new();
+        // Each event is checked against its stream's current version on its own: an event whose
+        // predecessor is deferred is deferred too, and one whose predecessor comes later in
+        // the batch goes in (JetStream may redeliver in any order).
         for (message, event) in events {
             let target = self.target_stream(&event.stream_id);
-            if blocked.contains(&target) {
-                ack(&message, AckKind::Nak(Some(self.config.gap_retry_delay))).await?;
-                report.deferred += 1;
-                continue;
-            }
             let store = self.store.clone();
             let part = StreamAppend::new(
                 target.clone(),
@@ -370,7 +366,6 @@ impl Ingester {
                     tracing::debug!(stream = %target, version = event.version, actual, "waiting for predecessor");
                     ack(&message, AckKind::Nak(Some(self.config.gap_retry_delay))).await?;
                     report.deferred += 1;
-                    blocked.insert(target);
                 }
                 Err(
                     error @ (AppendError::Conflict { .. }
