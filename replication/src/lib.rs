@@ -139,7 +139,7 @@ pub async fn ensure_stream(
         .await
         .map_err(|e| ReplicationError::JetStream(format!("stream {name} info: {e}")))?;
     let wanted = subject::wildcard(subject_prefix);
-    if !info.config.subjects.iter().any(|s| *s == wanted) {
+    if !info.config.subjects.contains(&wanted) {
         return Err(ReplicationError::Config(format!(
             "JetStream stream {name} exists but captures {:?}, not {wanted:?}: use another \
              stream name, or the subject prefix it was created with",
