@@ -219,40 +219,23 @@ impl Ingester {
         Ok(report)
     }
 
+    /// What is ready, up to `batch` messages, without waiting; when nothing is, waits up to
+    /// `fetch_wait` for the first message (so a trickle of events is not held back to fill a
+    /// batch).
     async fn fetch(
         &self,
         consumer: &PullConsumer,
     ) -> Result<Vec<async_nats::jetstream::Message>, ReplicationError> {
-        let wait = self.config.fetch_wait;
-        let deadline = tokio::time::Instant::now() + wait + Duration::from_secs(5);
-        let fetch_error =
-            |e: &dyn std::fmt::Display| ReplicationError::JetStream(format!("fetch: {e}"));
-        let mut batch = tokio::time::timeout_at(
-            deadline,
-            consumer
-                .batch()
-                .max_messages(self.config.batch)
-                .expires(wait)
-                .messages(),
-        )
-        .await
-        .map_err(|_| fetch_error(&"timed out"))?
-        .map_err(|e| fetch_error(&e))?;
-        let mut messages = Vec::with_capacity(self.config.batch);
-        loop {
-            match tokio::time::timeout_at(deadline, batch.next()).await {
-                Err(_) => return Err(fetch_error(&"timed out")),
-                Ok(None) => return Ok(messages),
-                Ok(Some(Ok(message))) => messages.push(message),
-                Ok(Some(Err(error))) => {
-                    if messages.is_empty() {
-                        return Err(fetch_error(&error));
-                    }
-                    // Keep what arrived; the error shows again on the next fetch if it lasts.
-                    return Ok(messages);
-                }
+        let ready = consumer.fetch().max_messages(self.config.batch).messages();
+        // No messages at all may come back as an error status: wait for one below instead.
+        if let Ok(messages) = collect(ready, Duration::from_secs(5), self.config.batch).await {
+            if !messages.is_empty() {
+                return Ok(messages);
             }
         }
+        let wait = self.config.fetch_wait;
+        let first = consumer.batch().max_messages(1).expires(wait).messages();
+        collect(first, wait + Duration::from_secs(5), 1).await
     }
 
     async fn ingest(
@@ -398,4 +381,42 @@ async fn ack(
         .ack_with(kind)
         .await
         .map_err(|e| ReplicationError::JetStream(format!("ack: {e}")))
+}
+
+/// The messages of one pull request, failing after `limit`.
+async fn collect<F>(
+    request: F,
+    limit: Duration,
+    capacity: usize,
+) -> Result<Vec<async_nats::jetstream::Message>, ReplicationError>
+where
+    F: std::future::Future<
+        Output = Result<
+            async_nats::jetstream::consumer::pull::Batch,
+            async_nats::jetstream::consumer::pull::BatchError,
+        >,
+    >,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let fetch_error =
+        |e: &dyn std::fmt::Display| ReplicationError::JetStream(format!("fetch: {e}"));
+    let mut batch = tokio::time::timeout_at(deadline, request)
+        .await
+        .map_err(|_| fetch_error(&"timed out"))?
+        .map_err(|e| fetch_error(&e))?;
+    let mut messages = Vec::with_capacity(capacity);
+    loop {
+        match tokio::time::timeout_at(deadline, batch.next()).await {
+            Err(_) => return Err(fetch_error(&"timed out")),
+            Ok(None) => return Ok(messages),
+            Ok(Some(Ok(message))) => messages.push(message),
+            Ok(Some(Err(error))) => {
+                if messages.is_empty() {
+                    return Err(fetch_error(&error));
+                }
+                // Keep what arrived; the error shows again on the next fetch if it lasts.
+                return Ok(messages);
+            }
+        }
+    }
 }
