@@ -5,6 +5,7 @@ mod commands;
 mod demo;
 mod error;
 mod jsonl;
+mod replicate;
 mod term;
 
 use std::path::PathBuf;
@@ -205,6 +206,12 @@ enum Command {
     /// Example: strata bucket list --db events.strata
     #[command(subcommand)]
     Bucket(BucketCommand),
+
+    /// Replicate through NATS JetStream: push, pull, status.
+    ///
+    /// Example: strata replicate push --db a.strata --stream DEVICE_A --subject-prefix strata.device-a
+    #[command(subcommand)]
+    Replicate(replicate::ReplicateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -362,6 +369,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Check => commands::check(&db(cli.db)?),
         Command::Stats => commands::stats(&db(cli.db)?),
+        Command::Replicate(command) => replicate::run(&db(cli.db)?, command),
         Command::Bucket(command) => {
             let db = db(cli.db)?;
             match command {
