@@ -526,6 +526,83 @@ fn check_positions(
     Ok(())
 }
 
+/// The `recorded_at` of the first event at or after `from` in a bucket table: a lower bound for
+/// the `(type_key, recorded_at)` index that skips what lies before `from` (recorded_at never
+/// decreases with position, so every event at or after `from` is recorded at or after it).
+fn recorded_at_floor(conn: &Connection, table: &str, from: Position) -> Result<i64, ReadError> {
+    let floor: Option<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT recorded_at FROM {table} WHERE position >= ?1 ORDER BY position LIMIT 1"
+        ))?
+        .query_row([to_sql_int(from)], |r| r.get(0))
+        .optional()?;
+    Ok(floor.unwrap_or(i64::MAX))
+}
+
+/// Up to `limit` events of one bucket table matching `filter` from position `from`, in position
+/// order. With `by_type = Some((type_key, floor))` the read walks the `(type_key, recorded_at)`
+/// index of that one type from `floor`; with a stream filter it walks `(stream_key, version)`
+/// (version order is position order within a stream); otherwise it walks positions.
+fn read_bucket(
+    conn: &Connection,
+    pool: &ReadPool,
+    table: &str,
+    filter: &EventFilter,
+    from: Position,
+    by_type: Option<(i64, i64)>,
+    limit: usize,
+) -> Result<Vec<Event>, ReadError> {
+    let mut sql = format!(
+        "SELECT s.stream_id, {EVENT_COLUMNS} FROM {table} e JOIN streams s ON s.stream_key = e.stream_key WHERE e.position >= ?1"
+    );
+    let mut values: Vec<rusqlite::types::Value> = vec![to_sql_int(from).into()];
+    if let Some((type_key, floor)) = by_type {
+        values.push(type_key.into());
+        values.push(floor.into());
+        sql.push_str(&format!(
+            " AND e.type_key = ?{} AND e.recorded_at >= ?{}",
+            values.len() - 1,
+            values.len()
+        ));
+    }
+    if let Some((start, end)) = filter.time_range {
+        values.push(start.into());
+        values.push(end.into());
+        sql.push_str(&format!(
+            " AND e.recorded_at >= ?{} AND e.recorded_at < ?{}",
+            values.len() - 1,
+            values.len()
+        ));
+    }
+    if let Some(prefix) = &filter.stream_prefix {
+        values.push(prefix.clone().into());
+        sql.push_str(&format!(
+            " AND substr(s.stream_id, 1, length(?{0})) = ?{0}",
+            values.len()
+        ));
+    }
+    if let Some(key) = filter.stream_key {
+        values.push(key.into());
+        sql.push_str(&format!(" AND e.stream_key = ?{}", values.len()));
+    }
+    let order = if by_type.is_some() {
+        "e.type_key, e.recorded_at, e.position"
+    } else if filter.stream_key.is_some() {
+        "e.stream_key, e.version"
+    } else {
+        "e.position"
+    };
+    values.push((limit as i64).into());
+    sql.push_str(&format!(" ORDER BY {order} LIMIT ?{}", values.len()));
+    let mut statement = conn.prepare_cached(&sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        events.push(event_from_row(row, pool, conn, None)?);
+    }
+    Ok(events)
+}
+
 fn read_filtered_unchecked(
     conn: &Connection,
     pool: &ReadPool,
@@ -551,47 +628,37 @@ fn read_filtered_unchecked(
             }
         }
         check_live(&bucket)?;
-        let mut sql = format!(
-            "SELECT s.stream_id, {EVENT_COLUMNS} FROM {} e JOIN streams s ON s.stream_key = e.stream_key WHERE e.position >= ?1",
-            bucket.table_name
-        );
-        let mut values: Vec<rusqlite::types::Value> = vec![to_sql_int(from).into()];
-        if let Some(keys) = &filter.type_keys {
-            let placeholders: Vec<String> = keys
-                .iter()
-                .map(|key| {
-                    values.push((*key).into());
-                    format!("?{}", values.len())
-                })
-                .collect();
-            sql.push_str(&format!(" AND e.type_key IN ({})", placeholders.join(", ")));
-        }
-        if let Some((start, end)) = filter.time_range {
-            values.push(start.into());
-            values.push(end.into());
-            sql.push_str(&format!(
-                " AND e.recorded_at >= ?{} AND e.recorded_at < ?{}",
-                values.len() - 1,
-                values.len()
-            ));
-        }
-        if let Some(prefix) = &filter.stream_prefix {
-            values.push(prefix.clone().into());
-            sql.push_str(&format!(
-                " AND substr(s.stream_id, 1, length(?{0})) = ?{0}",
-                values.len()
-            ));
-        }
-        if let Some(key) = filter.stream_key {
-            values.push(key.into());
-            sql.push_str(&format!(" AND e.stream_key = ?{}", values.len()));
-        }
-        values.push((remaining as i64).into());
-        sql.push_str(&format!(" ORDER BY e.position LIMIT ?{}", values.len()));
-        let mut statement = conn.prepare_cached(&sql)?;
-        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
-        while let Some(row) = rows.next()? {
-            events.push(event_from_row(row, pool, conn, None)?);
+        match &filter.type_keys {
+            // One ordered index range per type, merged here: a single `type_key IN (..)` query
+            // ordered by position would read every matching row to the bucket's end and sort it,
+            // for every page (quadratic over a catch-up).
+            Some(keys) => {
+                let floor = recorded_at_floor(conn, &bucket.table_name, from)?;
+                let mut merged = Vec::new();
+                for key in keys {
+                    merged.extend(read_bucket(
+                        conn,
+                        pool,
+                        &bucket.table_name,
+                        filter,
+                        from,
+                        Some((*key, floor)),
+                        remaining,
+                    )?);
+                }
+                merged.sort_unstable_by_key(|event| event.position);
+                merged.truncate(remaining);
+                events.extend(merged);
+            }
+            None => events.extend(read_bucket(
+                conn,
+                pool,
+                &bucket.table_name,
+                filter,
+                from,
+                None,
+                remaining,
+            )?),
         }
     }
     Ok(events)
