@@ -349,7 +349,11 @@ impl Workload {
             ),
             Some((_, order_streams)) => {
                 let k = (number - 1) % order_streams;
-                let version = self.order_stream_versions.get(k as usize).copied().unwrap_or(0);
+                let version = self
+                    .order_stream_versions
+                    .get(k as usize)
+                    .copied()
+                    .unwrap_or(0);
                 let expected = if version == 0 {
                     ExpectedVersion::NoStream
                 } else {
@@ -750,7 +754,10 @@ mod tests {
             store.append_multi(batch).unwrap();
         }
         assert_eq!(streams.len(), 500);
-        assert_eq!(streams.iter().filter(|s| s.starts_with("user-")).count(), 50);
+        assert_eq!(
+            streams.iter().filter(|s| s.starts_with("user-")).count(),
+            50
+        );
         assert_eq!(store.last_position().unwrap(), 20_000);
         let stats = user_stats(store.iter_all(1)).unwrap();
         assert!(!stats.is_empty() && stats.len() <= 50);

@@ -183,7 +183,7 @@ fn create_schema(pg: &mut Client) -> Result<(), Failure> {
 
 /// One timed case: seconds on each side and how many operations.
 struct Case {
-    name: &'static str,
+    name: String,
     unit: &'static str,
     count: u64,
     strata: f64,
@@ -256,7 +256,9 @@ fn batched_appends(
     for size in &sizes {
         let mut rows = Vec::with_capacity(*size);
         for _ in 0..*size {
-            let event = log.next().ok_or("the strata log is shorter than the workload")??;
+            let event = log
+                .next()
+                .ok_or("the strata log is shorter than the workload")??;
             rows.push(pg_row(&event)?);
         }
         let start = Instant::now();
@@ -280,7 +282,7 @@ fn batched_appends(
     }
     eprintln!("postgres: same batches, {:.2}s", pg_time.as_secs_f64());
     let case = Case {
-        name: "batched appends (1,000 events per transaction)",
+        name: format!("batched appends ({} events per transaction)", args.batch),
         unit: "events",
         count: args.events,
         strata: strata_time.as_secs_f64(),
@@ -320,7 +322,8 @@ fn concurrent_appends(args: &Args, store: &Store) -> Result<(Case, Vec<f64>), Fa
                 } else {
                     ExpectedVersion::Exact(version - 1)
                 };
-                let event = NewEvent::from_value("user_updated", &data).map_err(|e| e.to_string())?;
+                let event =
+                    NewEvent::from_value("user_updated", &data).map_err(|e| e.to_string())?;
                 store
                     .append(&stream, expected, vec![event])
                     .map_err(|e| e.to_string())?;
@@ -376,7 +379,7 @@ fn concurrent_appends(args: &Args, store: &Store) -> Result<(Case, Vec<f64>), Fa
     let pg_time = start.elapsed().as_secs_f64();
     eprintln!("postgres: {total} concurrent durable appends, {pg_time:.2}s");
     let case = Case {
-        name: "16 clients, single-event durable appends",
+        name: format!("{} clients, single-event durable appends", args.clients),
         unit: "events",
         count: total,
         strata: strata_time,
@@ -449,7 +452,7 @@ fn stream_reads(
         picked.len()
     );
     Ok(Case {
-        name: "read 1,000 random streams (every event)",
+        name: format!("read {} random streams (every event)", picked.len()),
         unit: "streams",
         count: picked.len() as u64,
         strata: strata_time,
@@ -496,8 +499,14 @@ fn read_model(store: &Store, pg: &mut Client) -> Result<(Vec<Case>, usize), Fail
     let start = Instant::now();
     let status = runner.catch_up("user-stats")?;
     let strata_time = start.elapsed().as_secs_f64();
-    eprintln!("strata: user-stats caught up to {} in {strata_time:.2}s", status.checkpoint);
-    let response = runner.query("user-stats", &rmp_serde::to_vec_named(&serde_json::json!({"top": u32::MAX}))?)?;
+    eprintln!(
+        "strata: user-stats caught up to {} in {strata_time:.2}s",
+        status.checkpoint
+    );
+    let response = runner.query(
+        "user-stats",
+        &rmp_serde::to_vec_named(&serde_json::json!({"top": u32::MAX}))?,
+    )?;
     let projected: Vec<ProjectedStats> = rmp_serde::from_slice(&response)?;
 
     // PostgreSQL: derive `orders` from the log, then refresh the materialized view.
@@ -560,7 +569,11 @@ fn read_model(store: &Store, pg: &mut Client) -> Result<(Vec<Case>, usize), Fail
         .chain(native_rows.keys())
         .collect();
     for user in &users {
-        let (p, s, n) = (pg_rows.get(*user), strata_rows.get(*user), native_rows.get(*user));
+        let (p, s, n) = (
+            pg_rows.get(*user),
+            strata_rows.get(*user),
+            native_rows.get(*user),
+        );
         let agree = match (p, s, n) {
             (Some(p), Some(s), Some(n)) => same(p, s) && same(s, n),
             _ => false,
@@ -592,7 +605,7 @@ fn read_model(store: &Store, pg: &mut Client) -> Result<(Vec<Case>, usize), Fail
     Ok((
         vec![
             Case {
-                name: "read model: derive orders + refresh view vs projection catch-up",
+                name: "read model: derive orders + refresh view vs projection catch-up".into(),
                 unit: "events",
                 count: status.checkpoint,
                 strata: strata_time,
@@ -600,7 +613,7 @@ fn read_model(store: &Store, pg: &mut Client) -> Result<(Vec<Case>, usize), Fail
                 goal: "",
             },
             Case {
-                name: "read model: refresh view only (orders already derived)",
+                name: "read model: refresh view only (orders already derived)".into(),
                 unit: "events",
                 count: status.checkpoint,
                 strata: strata_time,
@@ -647,7 +660,9 @@ fn run() -> Result<(), Failure> {
     let pg_count: i64 = pg.query_one("SELECT count(*) FROM events", &[])?.get(0);
     let strata_count = store.last_position()?;
     if pg_count as u64 != strata_count {
-        return Err(format!("event counts differ: postgres {pg_count}, strata {strata_count}").into());
+        return Err(
+            format!("event counts differ: postgres {pg_count}, strata {strata_count}").into(),
+        );
     }
 
     // Reopen the store: reads start with strata's event cache empty (the OS page cache is warm
@@ -709,7 +724,11 @@ fn run() -> Result<(), Failure> {
                 None => "",
             }
         )?;
-        writeln!(csv, "\"{}\",{},{},{}", case.name, case.strata, case.pg, ratio)?;
+        writeln!(
+            csv,
+            "\"{}\",{},{},{}",
+            case.name, case.strata, case.pg, ratio
+        )?;
     }
     writeln!(
         table,
