@@ -131,7 +131,7 @@ bars = ax.barh(names, ratios, color=["#2a7" if x >= 1 else "#c44" for x in ratio
 ax.axvline(1, color="black", linewidth=1)
 ax.axvline(5, color="gray", linestyle="--", linewidth=1, label="5x goal")
 for bar, x in zip(bars, ratios):
-    ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {x:.2f}x", va="center")
+    ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {x:.3g}x", va="center")
 ax.set_xscale("log")
 ax.set_xlabel("strata speed / PostgreSQL speed (log scale; > 1: strata faster)")
 ax.set_title("strata vs PostgreSQL (original design's schema)")

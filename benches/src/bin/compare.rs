@@ -708,7 +708,7 @@ fn run() -> Result<(), Failure> {
         all_met &= met.unwrap_or(true);
         writeln!(
             table,
-            "| {} | {} {} | {:.3} s ({}) | {:.3} s ({}) | **{:.2}x** | {} | {} |",
+            "| {} | {} {} | {:.3} s ({}) | {:.3} s ({}) | **{}x** | {} | {} |",
             case.name,
             case.count,
             case.unit,
@@ -716,7 +716,11 @@ fn run() -> Result<(), Failure> {
             rate(case.count, case.strata),
             case.pg,
             rate(case.count, case.pg),
-            ratio,
+            if ratio < 0.1 {
+                format!("{ratio:.4}")
+            } else {
+                format!("{ratio:.2}")
+            },
             case.goal,
             match met {
                 Some(true) => "yes",
@@ -751,5 +755,51 @@ fn main() {
     if let Err(error) = run() {
         eprintln!("compare: {error}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> Row {
+        Row {
+            total_orders: 3,
+            total_spent_cents: 1_000,
+            last_order_micros: 1_700_000_000_000_000,
+            average_cents: 1_000.0 / 3.0,
+        }
+    }
+
+    #[test]
+    fn rows_compare_exactly_except_the_average_within_the_tolerance() {
+        assert!(same(&row(), &row()));
+        let close = Row {
+            average_cents: 333.333_333_333_333_3,
+            ..row()
+        };
+        assert!(same(&row(), &close));
+        let later = Row {
+            last_order_micros: row().last_order_micros + 1,
+            ..row()
+        };
+        assert!(!same(&row(), &later));
+        let cent_more = Row {
+            total_spent_cents: 1_001,
+            ..row()
+        };
+        assert!(!same(&row(), &cent_more));
+        let average_off = Row {
+            average_cents: 333.34,
+            ..row()
+        };
+        assert!(!same(&row(), &average_off));
+    }
+
+    #[test]
+    fn stream_ids_map_to_stable_v5_uuids() {
+        assert_eq!(stream_uuid("user-1"), stream_uuid("user-1"));
+        assert_ne!(stream_uuid("user-1"), stream_uuid("user-2"));
+        assert_eq!(stream_uuid("user-1").get_version_num(), 5);
     }
 }
