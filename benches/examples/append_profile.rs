@@ -10,7 +10,9 @@
 //! `batched_append` bench).
 
 use strata::{Durability, ExpectedVersion, Options, Store};
-use strata_benches::{baseline_insert_batch, batch, BASELINE_INDEXED_SCHEMA, BASELINE_PLAIN_SCHEMA};
+use strata_benches::{
+    baseline_insert_batch, batch, BASELINE_INDEXED_SCHEMA, BASELINE_PLAIN_SCHEMA,
+};
 
 fn main() {
     let mut args = std::env::args().skip(1);

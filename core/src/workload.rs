@@ -15,6 +15,11 @@
 //! | `inventory_reserved` | `order-<n>` | [`InventoryReserved`] `{order_id, sku, quantity}` |
 //! | `order_completed` | `order-<n>` | [`OrderCompleted`] `{order_id, user_id}` |
 //!
+//! With [`Workload::with_streams`] the workload is spread over a fixed number of streams instead:
+//! a tenth of them are users (`user-1` ..), the rest are order streams `order-<k>` that each
+//! carry many orders one after another (order `order-<n>` goes to stream
+//! `order-<(n - 1) % order_streams + 1>`; the `order_id` in the data stays unique).
+//!
 //! An order goes created → payment confirmed → one or more inventory reservations → completed.
 //! Most orders complete; some are abandoned after creation, some after payment.
 //!
@@ -181,6 +186,10 @@ pub struct Workload {
     orders_created: u64,
     /// An append generated but not yet handed out (it did not fit in a batch).
     pending: Option<StreamAppend>,
+    /// Set by [`Workload::with_streams`]: (most users, number of order streams).
+    stream_limit: Option<(u64, u64)>,
+    /// Version of order stream `k` (index k - 1), when streams are limited.
+    order_stream_versions: Vec<StreamVersion>,
 }
 
 const FIRST_NAMES: [&str; 12] = [
@@ -210,7 +219,30 @@ impl Workload {
             open_orders: Vec::new(),
             orders_created: 0,
             pending: None,
+            stream_limit: None,
+            order_stream_versions: Vec::new(),
         }
+    }
+
+    /// Spreads the workload over at most `streams` streams (at least 2): `streams / 10` users
+    /// (at least 1) and the rest order streams, each carrying many orders in turn. Once every
+    /// user exists, a roll that would create one touches an existing user instead. With enough
+    /// events (a few times `streams`) every stream is used. Call before generating anything.
+    ///
+    /// ```
+    /// use std::collections::HashSet;
+    /// use strata::workload::{Workload, WorkloadConfig};
+    ///
+    /// let config = WorkloadConfig { events: 20_000, ..WorkloadConfig::default() };
+    /// let streams: HashSet<String> =
+    ///     Workload::new(config).with_streams(500).map(|append| append.stream_id).collect();
+    /// assert_eq!(streams.len(), 500);
+    /// ```
+    pub fn with_streams(mut self, streams: u64) -> Self {
+        let streams = streams.max(2);
+        let users = (streams / 10).max(1);
+        self.stream_limit = Some((users, streams - users));
+        self
     }
 
     /// The configuration (after clamping).
@@ -304,6 +336,45 @@ impl Workload {
         StreamAppend::new(user_id, ExpectedVersion::Exact(version), vec![event])
     }
 
+    /// The stream of order `number` and the expected version of an append to it.
+    fn order_stream(&self, number: u64, version: StreamVersion) -> (String, ExpectedVersion) {
+        match self.stream_limit {
+            None => (
+                format!("order-{number}"),
+                if version == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(version)
+                },
+            ),
+            Some((_, order_streams)) => {
+                let k = (number - 1) % order_streams;
+                let version = self
+                    .order_stream_versions
+                    .get(k as usize)
+                    .copied()
+                    .unwrap_or(0);
+                let expected = if version == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(version)
+                };
+                (format!("order-{}", k + 1), expected)
+            }
+        }
+    }
+
+    /// Records `count` events appended to the stream of order `number` (limited streams).
+    fn bump_order_stream(&mut self, number: u64, count: u64) {
+        if let Some((_, order_streams)) = self.stream_limit {
+            let k = ((number - 1) % order_streams) as usize;
+            if self.order_stream_versions.len() <= k {
+                self.order_stream_versions.resize(k + 1, 0);
+            }
+            self.order_stream_versions[k] += count;
+        }
+    }
+
     fn new_order(&mut self) -> StreamAppend {
         self.orders_created += 1;
         let number = self.orders_created;
@@ -327,7 +398,9 @@ impl Workload {
             version: 1,
             stage: OrderStage::Created,
         });
-        StreamAppend::new(created.order_id, ExpectedVersion::NoStream, vec![event])
+        let (stream, expected) = self.order_stream(number, 0);
+        self.bump_order_stream(number, 1);
+        StreamAppend::new(stream, expected, vec![event])
     }
 
     /// Moves a random open order one step on, at most `budget` events (>= 1).
@@ -335,7 +408,7 @@ impl Workload {
         let index = self.rng.random_range(0..self.open_orders.len());
         let mut order = self.open_orders.swap_remove(index);
         let order_id = format!("order-{}", order.number);
-        let expected = ExpectedVersion::Exact(order.version);
+        let (stream, expected) = self.order_stream(order.number, order.version);
         let mut events = Vec::new();
         let done = match order.stage {
             OrderStage::Created => {
@@ -371,10 +444,11 @@ impl Workload {
             }
         };
         order.version += events.len() as u64;
+        self.bump_order_stream(order.number, events.len() as u64);
         if !done {
             self.open_orders.push(order);
         }
-        StreamAppend::new(order_id, expected, events)
+        StreamAppend::new(stream, expected, events)
     }
 
     fn next_append(&mut self) -> Option<StreamAppend> {
@@ -395,7 +469,10 @@ impl Workload {
             }
             let roll: f64 = self.rng.random();
             let full = self.open_orders.len() >= self.config.max_open_orders;
-            if roll < 0.08 {
+            let all_users = self
+                .stream_limit
+                .is_some_and(|(users, _)| self.user_versions.len() as u64 >= users);
+            if roll < 0.08 && !all_users {
                 self.new_user()
             } else if roll < 0.14 {
                 self.touch_user()
@@ -652,6 +729,38 @@ mod tests {
             assert!(results.iter().all(|r| r.already_stored));
         }
         assert_eq!(store.last_position().unwrap(), total);
+    }
+
+    #[test]
+    fn limited_streams_append_cleanly_and_keep_order_ids_unique() {
+        let store = Store::open_in_memory(Options {
+            durability: Durability::Fast,
+            ..Options::default()
+        })
+        .unwrap();
+        let mut workload = Workload::new(config(20_000)).with_streams(500);
+        let mut streams = HashSet::new();
+        let mut created = HashSet::new();
+        while let Some(batch) = workload.next_batch(1_000) {
+            for part in &batch {
+                streams.insert(part.stream_id.clone());
+                for event in &part.events {
+                    if event.event_type == "order_created" {
+                        let order: OrderCreated = rmp_serde::from_slice(&event.data).unwrap();
+                        assert!(created.insert(order.order_id), "order id reused");
+                    }
+                }
+            }
+            store.append_multi(batch).unwrap();
+        }
+        assert_eq!(streams.len(), 500);
+        assert_eq!(
+            streams.iter().filter(|s| s.starts_with("user-")).count(),
+            50
+        );
+        assert_eq!(store.last_position().unwrap(), 20_000);
+        let stats = user_stats(store.iter_all(1)).unwrap();
+        assert!(!stats.is_empty() && stats.len() <= 50);
     }
 
     #[test]
