@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use strata::workload::{self, Workload, WorkloadConfig};
-use strata::{Durability, Options, Store};
+use strata::{Durability, Options, ProjectionPhase, ProjectionRunner, RunnerOptions, Store};
 
 use crate::error::{CliError, CliResult};
 use crate::term;
@@ -189,14 +189,172 @@ pub fn run(args: DemoArgs) -> CliResult {
     }
     println!("Top spenders:\n{table}");
 
-    // Projections: when the projection runner and the WASM host land, the demo registers the
-    // example plugins here, runs them to the head of the log, and compares the user-stats
-    // plugin's answers with `stats` above.
+    projections(&store, &stats, &counts, total)?;
 
     store.close();
     if args.db.is_none() {
         println!("\n(the temporary store is removed; pass --db PATH to keep it)");
     }
+    Ok(())
+}
+
+/// Registers the example WASM projections (user-stats, event-counter), folds the log through
+/// them, prints their answers and checks them against the native computation: a mismatch is an
+/// error.
+fn projections(
+    store: &Store,
+    native: &BTreeMap<String, workload::UserStats>,
+    counts: &BTreeMap<String, u64>,
+    head: u64,
+) -> CliResult {
+    println!("\nWASM projections (plugins/examples, built for wasm32-wasip2 on first use):");
+    let started = Instant::now();
+    let mut paths = Vec::new();
+    for name in ["user-stats", "event-counter"] {
+        let path = strata_wasm::examples::build_and_locate(name)
+            .map_err(|e| CliError::Internal(e.to_string()))?;
+        paths.push((name, path));
+    }
+    let built = started.elapsed();
+    let engine = crate::projections::engine()?;
+    let runner = ProjectionRunner::new(store, RunnerOptions::default())
+        .map_err(|e| CliError::Internal(e.to_string()))?;
+    let mut table = term::table([
+        "projection",
+        "version",
+        "load",
+        "log positions folded",
+        "catch-up",
+        "positions/s",
+    ]);
+    for (name, path) in &paths {
+        let wasm = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
+        let load_started = Instant::now();
+        let (status, _) = crate::projections::add_module(store, &runner, &engine, &wasm)?;
+        let load = load_started.elapsed();
+        let from = status.checkpoint;
+        let fold_started = Instant::now();
+        let status = runner
+            .catch_up(name)
+            .map_err(|e| CliError::Internal(e.to_string()))?;
+        let fold = fold_started.elapsed();
+        if let ProjectionPhase::Faulted { position, message } = &status.phase {
+            return Err(CliError::Internal(format!(
+                "projection {name} faulted at position {position}: {message}"
+            )));
+        }
+        let folded = status.checkpoint - from;
+        table.add_row(vec![
+            name.to_string(),
+            status.version.to_string(),
+            format!("{} ms", load.as_millis()),
+            format!(
+                "{} (positions {}..={})",
+                term::thousands(folded),
+                from + 1,
+                status.checkpoint
+            ),
+            format!("{:.2} s", fold.as_secs_f64()),
+            term::thousands(rate(folded, fold.as_secs_f64())),
+        ]);
+        if status.checkpoint != head {
+            return Err(CliError::Internal(format!(
+                "projection {name} stopped at {} of {head}",
+                status.checkpoint
+            )));
+        }
+    }
+    println!(
+        "  (plugins ready in {:.2} s; user-stats reads only order_created and order_completed, \
+         so its rate counts the log positions it got past)",
+        built.as_secs_f64()
+    );
+    println!("{table}");
+
+    // user-stats: every user's answer must equal the native fold, bit for bit.
+    let query = |request: serde_json::Value| -> CliResult<serde_json::Value> {
+        let bytes =
+            rmp_serde::to_vec_named(&request).map_err(|e| CliError::Internal(e.to_string()))?;
+        let answer = runner
+            .query("user-stats", &bytes)
+            .map_err(|e| CliError::Internal(e.to_string()))?;
+        crate::projections::msgpack_to_json(&answer)
+    };
+    let mut mismatches = Vec::new();
+    for (user, expected) in native {
+        let request = rmp_serde::to_vec_named(&serde_json::json!({ "user_id": user }))
+            .map_err(|e| CliError::Internal(e.to_string()))?;
+        let answer = runner
+            .query("user-stats", &request)
+            .map_err(|e| CliError::Internal(e.to_string()))?;
+        let got: Option<workload::UserStats> = rmp_serde::from_slice(&answer)
+            .map_err(|e| CliError::Internal(format!("user-stats answered {user}: {e}")))?;
+        if got.as_ref() != Some(expected) {
+            mismatches.push(format!("{user}: wasm {got:?}, native {expected:?}"));
+        }
+    }
+    let top = query(serde_json::json!({ "top": 5 }))?;
+    let top: Vec<workload::UserStats> = serde_json::from_value(top)
+        .map_err(|e| CliError::Internal(format!("user-stats top: {e}")))?;
+    let mut native_top: Vec<&workload::UserStats> = native.values().collect();
+    native_top.sort_by(|a, b| {
+        b.total_spent
+            .cmp(&a.total_spent)
+            .then(a.user_id.cmp(&b.user_id))
+    });
+    if top.iter().collect::<Vec<_>>() != native_top.iter().take(5).copied().collect::<Vec<_>>() {
+        mismatches.push(format!("top 5: wasm {top:?}"));
+    }
+    let mut table = term::table(["user", "orders", "spent", "average", "last order"]);
+    for user in &top {
+        table.add_row(vec![
+            user.user_id.clone(),
+            user.total_orders.to_string(),
+            format!("{}.{:02}", user.total_spent / 100, user.total_spent % 100),
+            format!("{:.2}", user.average_order_value / 100.0),
+            term::time(user.last_order_date),
+        ]);
+    }
+    println!("Top spenders, answered by the user-stats plugin:\n{table}");
+
+    // event-counter: the counts per type must equal the ones read back.
+    let answer = runner
+        .query(
+            "event-counter",
+            &rmp_serde::to_vec_named(&serde_json::json!({})).expect("{}"),
+        )
+        .map_err(|e| CliError::Internal(e.to_string()))?;
+    let wasm_counts: BTreeMap<String, u64> = rmp_serde::from_slice(&answer)
+        .map_err(|e| CliError::Internal(format!("event-counter: {e}")))?;
+    let mut table = term::table(["event type", "events (plugin)", "events (read back)"]);
+    for (kind, count) in &wasm_counts {
+        table.add_row(vec![
+            kind.clone(),
+            term::thousands(*count),
+            term::thousands(counts.get(kind).copied().unwrap_or(0)),
+        ]);
+    }
+    println!("Events per type, answered by the event-counter plugin:\n{table}");
+    if &wasm_counts != counts {
+        mismatches.push(format!(
+            "event counts: wasm {wasm_counts:?}, native {counts:?}"
+        ));
+    }
+
+    if !mismatches.is_empty() {
+        for mismatch in mismatches.iter().take(10) {
+            eprintln!("MISMATCH {mismatch}");
+        }
+        return Err(CliError::Internal(format!(
+            "the WASM projections disagree with the native computation ({} mismatches)",
+            mismatches.len()
+        )));
+    }
+    println!(
+        "check: the plugins' answers equal the native computation for all {} users and {} event types",
+        term::thousands(native.len() as u64),
+        counts.len()
+    );
     Ok(())
 }
 

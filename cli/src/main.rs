@@ -5,6 +5,7 @@ mod commands;
 mod demo;
 mod error;
 mod jsonl;
+mod projections;
 mod replicate;
 mod term;
 
@@ -155,15 +156,19 @@ enum Command {
         format: Format,
     },
 
-    /// Print the last events of the log, oldest first.
-    ///
-    /// (Following new events live, `--follow`, comes with store subscriptions.)
+    /// Print the last events of the log, oldest first; with --follow, then every new event as
+    /// it is committed (by any process), until interrupted.
     ///
     /// Example: strata tail --db events.strata -n 20
+    ///
+    /// Example: strata tail --db events.strata --follow
     Tail {
         /// How many events.
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: u64,
+        /// Keep running and print events appended later (by this or another process).
+        #[arg(short = 'f', long)]
+        follow: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Jsonl)]
         format: Format,
@@ -212,6 +217,66 @@ enum Command {
     /// Example: strata replicate push --db a.strata --stream DEVICE_A --subject-prefix strata.device-a
     #[command(subcommand)]
     Replicate(replicate::ReplicateCommand),
+    /// WebAssembly projections: add, list, status, rebuild, reset, query, catch-up.
+    ///
+    /// `add` stores the component's bytes in the store file (table `projection_modules`), so
+    /// every later command, in any process, can run it.
+    ///
+    /// Example: strata projection add --db events.strata user_stats.wasm
+    ///
+    /// Example: strata projection query --db events.strata user-stats '{"top": 3}'
+    #[command(subcommand)]
+    Projection(ProjectionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionCommand {
+    /// Store a projection component in the file and register it (a new version of a known
+    /// projection rebuilds beside the old one, which serves queries until the swap).
+    ///
+    /// Example: strata projection add --db events.strata user_stats.wasm --catch-up
+    Add {
+        /// The component (.wasm) of the strata:projection world.
+        file: PathBuf,
+        /// Fold the log up to its head right away.
+        #[arg(long)]
+        catch_up: bool,
+    },
+    /// List the projections stored in the file, with phase, checkpoint and lag.
+    List,
+    /// Show one projection's versions, phase, checkpoint, lag, fault and skipped events.
+    Status {
+        /// The projection's name.
+        name: String,
+    },
+    /// Rebuild: finish a pending new version's rebuild, or reset and fold the log again.
+    Rebuild {
+        /// The projection's name.
+        name: String,
+    },
+    /// Delete a projection's state and checkpoint; it folds the log again on its next run.
+    Reset {
+        /// The projection's name.
+        name: String,
+    },
+    /// Ask a projection a question: the request is JSON (sent as MessagePack), the answer is
+    /// printed as JSON. Catches up first unless --no-catch-up.
+    ///
+    /// Example: strata projection query --db events.strata user-stats '{"user_id": "user-7"}'
+    Query {
+        /// The projection's name.
+        name: String,
+        /// The request, as JSON.
+        request: String,
+        /// Answer from the state as it is, without folding new events first.
+        #[arg(long)]
+        no_catch_up: bool,
+    },
+    /// Fold new events into one stored projection, or all of them.
+    CatchUp {
+        /// The projection's name; all when absent.
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,13 +428,35 @@ fn run(cli: Cli) -> CliResult {
             };
             commands::read(&db(cli.db)?, selection, from, limit, format)
         }
-        Command::Tail { lines, format } => commands::tail(&db(cli.db)?, lines, format),
+        Command::Tail {
+            lines,
+            follow,
+            format,
+        } => commands::tail(&db(cli.db)?, lines, follow, format),
         Command::Export { output, from } => {
             commands::export(&db(cli.db)?, output.as_deref(), from.max(1))
         }
         Command::Check => commands::check(&db(cli.db)?),
         Command::Stats => commands::stats(&db(cli.db)?),
         Command::Replicate(command) => replicate::run(&db(cli.db)?, command),
+        Command::Projection(command) => {
+            let db = db(cli.db)?;
+            match command {
+                ProjectionCommand::Add { file, catch_up } => projections::add(&db, &file, catch_up),
+                ProjectionCommand::List => projections::list(&db),
+                ProjectionCommand::Status { name } => projections::status(&db, &name),
+                ProjectionCommand::Rebuild { name } => projections::rebuild(&db, &name),
+                ProjectionCommand::Reset { name } => projections::reset(&db, &name),
+                ProjectionCommand::Query {
+                    name,
+                    request,
+                    no_catch_up,
+                } => projections::query(&db, &name, &request, !no_catch_up),
+                ProjectionCommand::CatchUp { name } => {
+                    projections::catch_up_cmd(&db, name.as_deref())
+                }
+            }
+        }
         Command::Bucket(command) => {
             let db = db(cli.db)?;
             match command {

@@ -39,6 +39,13 @@ fn demo_appends_reads_back_and_reports_every_event_type() {
         total += count;
     }
     assert_eq!(total, 3000);
+    // The WASM projections ran and agreed with the native computation.
+    assert!(
+        stdout.contains("check: the plugins' answers equal the native computation"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Top spenders, answered by the user-stats plugin"));
+    assert!(stdout.contains("| event-counter "), "{stdout}");
     // Not a terminal: no progress bar escape codes anywhere.
     assert!(!stdout.contains('\u{1b}'));
     assert!(!String::from_utf8_lossy(&output.stderr).contains('\u{1b}'));

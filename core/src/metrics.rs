@@ -20,6 +20,10 @@
 //! | `strata_store_bytes` | gauge | database file plus WAL |
 //! | `strata_projection_lag_events{projection}` | gauge | head position minus checkpoint |
 //! | `strata_projection_faulted{projection}` | gauge | 1 while a projection is stopped on a fault |
+//! | `strata_cache_hits` | counter | reads answered from the event cache |
+//! | `strata_cache_misses` | counter | reads that went to SQLite |
+//! | `strata_cache_evictions` | counter | cache entries evicted to stay within the byte budget |
+//! | `strata_cache_bytes` | gauge | bytes the event cache holds |
 //!
 //! Projection gauges come from the projection statuses stored in the file (every projection
 //! registered by any process), read when the metrics are.
@@ -64,6 +68,12 @@ pub(crate) struct Metrics {
     store_bytes: Gauge,
     projection_lag: Family<Labels, Gauge>,
     projection_faulted: Family<Labels, Gauge>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_evictions: Counter,
+    cache_bytes: Gauge,
+    /// The cache counters as last read (`None` while the cache is off).
+    cache: Mutex<Option<CacheMetrics>>,
     /// The projections as last read, for snapshots (families cannot be listed).
     projections: Mutex<Vec<ProjectionMetrics>>,
 }
@@ -100,6 +110,11 @@ impl Metrics {
             store_bytes: Gauge::default(),
             projection_lag: Family::default(),
             projection_faulted: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
+            cache: Mutex::new(None),
             projections: Mutex::new(Vec::new()),
             registry: Registry::default(),
         };
@@ -166,6 +181,27 @@ impl Metrics {
             "projection_faulted",
             "1 while a projection is stopped on an event it failed to apply",
             metrics.projection_faulted.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Reads answered from the event cache",
+            metrics.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Reads that went to SQLite instead of the event cache",
+            metrics.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Event cache entries evicted to stay within the byte budget",
+            metrics.cache_evictions.clone(),
+        );
+        registry.register_with_unit(
+            "cache",
+            "Bytes held by the event cache",
+            Unit::Bytes,
+            metrics.cache_bytes.clone(),
         );
         Metrics {
             registry,
@@ -234,6 +270,29 @@ impl Metrics {
         *self.projections.lock() = projections;
     }
 
+    /// Brings the cache metrics up to the cache's own counters.
+    pub(crate) fn set_cache(&self, stats: crate::cache::CacheStats) {
+        let mut last = self.cache.lock();
+        // The cache's counters only grow: advance ours by the difference.
+        let advance = |counter: &Counter, now: u64| {
+            let seen = counter.get();
+            if now > seen {
+                counter.inc_by(now - seen);
+            }
+        };
+        advance(&self.cache_hits, stats.hits);
+        advance(&self.cache_misses, stats.misses);
+        advance(&self.cache_evictions, stats.evictions);
+        self.cache_bytes
+            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+        *last = (stats.capacity_bytes > 0).then_some(CacheMetrics {
+            hits: stats.hits,
+            misses: stats.misses,
+            evictions: stats.evictions,
+            bytes: stats.bytes,
+        });
+    }
+
     /// Refreshes the gauges that describe the store file.
     pub(crate) fn refresh(&self, last_position: Position, buckets: &[BucketInfo], bytes: u64) {
         self.last_position
@@ -287,7 +346,7 @@ impl Metrics {
             buckets_archived: bucket_count(BucketState::Archived),
             buckets_dropped: bucket_count(BucketState::Dropped),
             store_bytes: self.store_bytes.get() as u64,
-            cache: None,
+            cache: *self.cache.lock(),
             projections: self.projections.lock().clone(),
         }
     }
@@ -304,13 +363,17 @@ fn projection_label(projection: &str) -> Labels {
     vec![("projection".to_owned(), projection.to_owned())]
 }
 
-/// Hits and misses of the event cache.
+/// Hits, misses and evictions of the event cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheMetrics {
     /// Reads served from the cache.
     pub hits: u64,
     /// Reads that went to SQLite.
     pub misses: u64,
+    /// Entries evicted to stay within the byte budget.
+    pub evictions: u64,
+    /// Bytes currently held.
+    pub bytes: u64,
 }
 
 /// Lag and fault state of one projection, from its stored status.
@@ -362,7 +425,8 @@ pub struct MetricsSnapshot {
     pub buckets_dropped: u64,
     /// Database file plus WAL, in bytes.
     pub store_bytes: u64,
-    /// Event cache hits and misses; `None` while the store has no cache.
+    /// Event cache hits, misses and evictions; `None` while the cache is off
+    /// (`Options::cache_bytes` = 0).
     pub cache: Option<CacheMetrics>,
     /// Per projection lag and fault state (empty when no projection is stored).
     pub projections: Vec<ProjectionMetrics>,
@@ -384,15 +448,7 @@ impl Store {
     /// to refresh the gauges.
     pub fn metrics(&self) -> Result<MetricsSnapshot, crate::error::ReadError> {
         self.refresh_metrics()?;
-        let mut snapshot = self.metrics_handle().snapshot();
-        let cache = self.cache_stats();
-        if cache.capacity_bytes > 0 {
-            snapshot.cache = Some(CacheMetrics {
-                hits: cache.hits,
-                misses: cache.misses,
-            });
-        }
-        Ok(snapshot)
+        Ok(self.metrics_handle().snapshot())
     }
 
     /// Every metric now, as Prometheus (OpenMetrics) text, ending with `# EOF`.
@@ -419,6 +475,7 @@ impl Store {
             }
         };
         self.metrics_handle().refresh(last, &buckets, bytes);
+        self.metrics_handle().set_cache(self.cache_stats());
         match crate::projection::ProjectionRunner::list(self) {
             Ok(statuses) => self.metrics_handle().set_projections(
                 statuses

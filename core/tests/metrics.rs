@@ -53,8 +53,11 @@ fn appends_conflicts_and_bytes_are_counted() {
     assert_eq!(m.live_events, 4);
     assert_eq!(m.buckets_active, 1);
     assert!(m.store_bytes > 0);
-    // No reads yet: the cache (on by default) has neither hits nor misses.
-    assert_eq!(m.cache, Some(strata::CacheMetrics::default()));
+    assert_eq!(
+        m.cache,
+        Some(strata::CacheMetrics::default()),
+        "on, nothing read yet"
+    );
     assert!(m.projections.is_empty());
 }
 

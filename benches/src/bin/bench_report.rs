@@ -64,6 +64,13 @@ const GOALS: &[(&str, &str, &str, f64, &str)] = &[
         "WASM / native, user-stats",
     ),
     (
+        "plugin_load",
+        "warm",
+        "cold",
+        5.0,
+        "plugin load from the compiled cache / compiling",
+    ),
+    (
         "c_abi",
         "c_append_batch",
         "rust_append_batch",

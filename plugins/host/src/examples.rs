@@ -13,7 +13,8 @@
 //! if `CARGO_TARGET_DIR` is set, else `target/wasm-examples` at the repository root. Using a
 //! target directory of its own keeps this inner cargo from waiting on the build lock of an
 //! outer `cargo test`; concurrent processes are serialized by cargo's own lock on that
-//! directory, concurrent threads by a `OnceLock`. Needs `rustup target add wasm32-wasip2`.
+//! directory, concurrent threads by a `OnceLock`. When the `wasm32-wasip2` target is missing and
+//! rustup is present, it is installed first (`rustup target add wasm32-wasip2`).
 //!
 //! This module only works inside a checkout of the strata repository (it uses the path of this
 //! crate's sources); it is not meant for embedders.
@@ -94,7 +95,42 @@ pub fn build_and_read(name: &str) -> Result<Vec<u8>, BuildError> {
     std::fs::read(&path).map_err(|e| BuildError::Build(format!("reading {}: {e}", path.display())))
 }
 
+/// The target the guests are built for.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// Makes sure the `wasm32-wasip2` standard library is installed: when `rustup` manages the
+/// toolchain and the target is missing, runs `rustup target add wasm32-wasip2` (once). Without
+/// rustup nothing is done; the build then fails with a message naming the fix.
+fn ensure_target() -> Result<(), BuildError> {
+    let Ok(installed) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return Ok(()); // no rustup: a toolchain installed otherwise must bring the target.
+    };
+    if !installed.status.success()
+        || String::from_utf8_lossy(&installed.stdout)
+            .lines()
+            .any(|line| line.trim() == TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("strata-wasm: installing the {TARGET} target (rustup target add {TARGET}) ...");
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map_err(|e| BuildError::Build(format!("could not run rustup: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Build(format!(
+            "`rustup target add {TARGET}` exited with {status}; run it by hand and retry"
+        )))
+    }
+}
+
 fn run_cargo() -> Result<PathBuf, BuildError> {
+    ensure_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = target_dir();
     let output = Command::new(&cargo)

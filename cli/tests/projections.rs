@@ -1,0 +1,351 @@
+//! `strata projection ...` and `strata tail --follow`, end to end through the built binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use serde_json::{json, Value};
+use strata::{ExpectedVersion, NewEvent, Options, Store};
+
+fn strata(db: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command.env_remove("STRATA_DB").arg("--db").arg(db);
+    command
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn fails(output: Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+fn plugin(name: &str) -> PathBuf {
+    strata_wasm::examples::build_and_locate(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn append(db: &Path, stream: &str, event_type: &str, data: Value) {
+    ok(strata(db)
+        .args(["append", stream, event_type, &data.to_string()])
+        .output()
+        .unwrap());
+}
+
+fn query(db: &Path, name: &str, request: Value, extra: &[&str]) -> Value {
+    let stdout = ok(strata(db)
+        .args(["projection", "query", name, &request.to_string()])
+        .args(extra)
+        .output()
+        .unwrap());
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn order(db: &Path, n: u32, user: &str, amount: i64) {
+    let id = format!("o{n}");
+    append(
+        db,
+        &format!("order-{n}"),
+        "order_created",
+        json!({"order_id": id, "user_id": user, "amount_cents": amount}),
+    );
+}
+
+fn complete(db: &Path, n: u32, user: &str) {
+    let id = format!("o{n}");
+    append(
+        db,
+        &format!("order-{n}"),
+        "order_completed",
+        json!({"order_id": id, "user_id": user}),
+    );
+}
+
+#[test]
+fn projections_are_added_stored_queried_reset_and_rebuilt_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.strata");
+    ok(strata(&db).arg("init").output().unwrap());
+    order(&db, 1, "ann", 1000);
+    complete(&db, 1, "ann");
+    order(&db, 2, "ann", 500);
+    complete(&db, 2, "ann");
+    order(&db, 3, "ben", 300);
+    append(&db, "misc", "tick", json!(null));
+
+    assert!(
+        ok(strata(&db).args(["projection", "list"]).output().unwrap()).contains("no projections")
+    );
+    let added = ok(strata(&db)
+        .args(["projection", "add"])
+        .arg(plugin("user-stats"))
+        .output()
+        .unwrap());
+    assert!(
+        added.contains("added projection user-stats version 1"),
+        "{added}"
+    );
+    let added = ok(strata(&db)
+        .args(["projection", "add", "--catch-up"])
+        .arg(plugin("event-counter"))
+        .output()
+        .unwrap());
+    assert!(added.contains("phase:       live"), "{added}");
+    assert!(added.contains("checkpoint:  6"), "{added}");
+
+    // Stored statuses, read by other processes.
+    let list = ok(strata(&db).args(["projection", "list"]).output().unwrap());
+    assert!(
+        list.contains("user-stats") && list.contains("event-counter"),
+        "{list}"
+    );
+    let status = ok(strata(&db)
+        .args(["projection", "status", "user-stats"])
+        .output()
+        .unwrap());
+    assert!(status.contains("phase:       catching_up"), "{status}");
+    assert!(status.contains("lag:         6"), "{status}");
+    assert!(
+        status.contains("event types: order_created, order_completed"),
+        "{status}"
+    );
+    assert!(status.contains("module:      "), "{status}");
+
+    // A query in a new process loads the stored module, catches up and answers in JSON.
+    let ann = query(&db, "user-stats", json!({"user_id": "ann"}), &[]);
+    assert_eq!(ann["total_orders"], json!(2));
+    assert_eq!(ann["total_spent"], json!(1500));
+    assert_eq!(ann["average_order_value"], json!(750.0));
+    assert_eq!(
+        query(&db, "user-stats", json!({"user_id": "ben"}), &[]),
+        Value::Null
+    );
+    let status = ok(strata(&db)
+        .args(["projection", "status", "user-stats"])
+        .output()
+        .unwrap());
+    assert!(status.contains("phase:       live"), "{status}");
+    assert!(status.contains("checkpoint:  6"), "{status}");
+    let counts = query(&db, "event-counter", json!({}), &[]);
+    assert_eq!(
+        counts,
+        json!({"order_completed": 2, "order_created": 3, "tick": 1})
+    );
+
+    // New events: --no-catch-up answers from the state as it is.
+    complete(&db, 3, "ben");
+    assert_eq!(
+        query(
+            &db,
+            "user-stats",
+            json!({"user_id": "ben"}),
+            &["--no-catch-up"]
+        ),
+        Value::Null
+    );
+    let ben = query(&db, "user-stats", json!({"user_id": "ben"}), &[]);
+    assert_eq!(ben["total_orders"], json!(1));
+    let top = query(&db, "user-stats", json!({"top": 1}), &[]);
+    assert_eq!(top[0]["user_id"], json!("ann"));
+
+    // Reset forgets the state; rebuild folds the log again.
+    let reset = ok(strata(&db)
+        .args(["projection", "reset", "user-stats"])
+        .output()
+        .unwrap());
+    assert!(reset.contains("checkpoint:  0"), "{reset}");
+    assert_eq!(
+        query(
+            &db,
+            "user-stats",
+            json!({"user_id": "ann"}),
+            &["--no-catch-up"]
+        ),
+        Value::Null
+    );
+    let rebuilt = ok(strata(&db)
+        .args(["projection", "rebuild", "user-stats"])
+        .output()
+        .unwrap());
+    assert!(
+        rebuilt.contains("rebuilt user-stats version 1 to position 7"),
+        "{rebuilt}"
+    );
+    let ann = query(
+        &db,
+        "user-stats",
+        json!({"user_id": "ann"}),
+        &["--no-catch-up"],
+    );
+    assert_eq!(ann["total_spent"], json!(1500));
+
+    // catch-up runs every stored projection.
+    append(&db, "misc", "tick", json!(null));
+    let caught = ok(strata(&db)
+        .args(["projection", "catch-up"])
+        .output()
+        .unwrap());
+    assert!(
+        caught.contains("event-counter: version 1, live, checkpoint 8"),
+        "{caught}"
+    );
+    assert!(
+        caught.contains("user-stats: version 1, live, checkpoint 8"),
+        "{caught}"
+    );
+
+    // Errors are one-line user errors.
+    let error = fails(
+        strata(&db)
+            .args(["projection", "query", "nope", "{}"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        error.contains("no module stored for projection \"nope\""),
+        "{error}"
+    );
+    let error = fails(
+        strata(&db)
+            .args(["projection", "query", "user-stats", "{not json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(error.contains("not valid JSON"), "{error}");
+    let not_wasm = dir.path().join("not.wasm");
+    std::fs::write(&not_wasm, b"not a component").unwrap();
+    let error = fails(
+        strata(&db)
+            .args(["projection", "add"])
+            .arg(&not_wasm)
+            .output()
+            .unwrap(),
+    );
+    assert!(error.contains("could not be loaded"), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
+}
+
+#[test]
+fn a_faulting_projection_is_reported_with_its_position_and_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.strata");
+    ok(strata(&db).arg("init").output().unwrap());
+    append(&db, "s", "tick", json!(null));
+    append(&db, "s", "fail", json!(null));
+    append(&db, "s", "tick", json!(null));
+    ok(strata(&db)
+        .args(["projection", "add"])
+        .arg(plugin("hostile"))
+        .output()
+        .unwrap());
+    // The query answers from the state before the fault and warns on stderr.
+    let output = strata(&db)
+        .args(["projection", "query", "hostile", "\"count\""])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(stderr.contains("faulted at position 2"), "{stderr}");
+    assert!(stderr.contains("refuses this event"), "{stderr}");
+    let status = ok(strata(&db)
+        .args(["projection", "status", "hostile"])
+        .output()
+        .unwrap());
+    assert!(
+        status.contains("phase:       faulted at position 2: projection reported an error"),
+        "{status}"
+    );
+    assert!(status.contains("checkpoint:  1"), "{status}");
+    let error = fails(
+        strata(&db)
+            .args(["projection", "rebuild", "hostile"])
+            .output()
+            .unwrap(),
+    );
+    assert!(error.contains("faulted at position 2"), "{error}");
+}
+
+#[test]
+fn tail_follow_prints_events_appended_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.strata");
+    ok(strata(&db).arg("init").output().unwrap());
+    append(&db, "before", "old", json!({"n": 0}));
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .env_remove("STRATA_DB")
+        .arg("--db")
+        .arg(&db)
+        .args(["tail", "--follow", "-n", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| -> Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line for {what} within 30 s"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let first = next("the last stored event");
+    assert_eq!(
+        (first["position"].clone(), first["stream"].clone()),
+        (json!(1), json!("before"))
+    );
+
+    // This process appends; the child, another process, prints each event.
+    let store = Store::open(&db, Options::default()).unwrap();
+    for n in 1..=3 {
+        store
+            .append(
+                &format!("live-{n}"),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::from_value("new", &json!({"n": n})).unwrap()],
+            )
+            .unwrap();
+        let line = next(&format!("live event {n}"));
+        assert_eq!(line["position"], json!(n + 1));
+        assert_eq!(line["stream"], json!(format!("live-{n}")));
+        assert_eq!(line["type"], json!("new"));
+        assert_eq!(line["data"], json!({"n": n}));
+    }
+    // A batch of several events arrives whole and in order.
+    let batch: Vec<NewEvent> = (0..5)
+        .map(|i| NewEvent::from_value("bulk", &json!(i)).unwrap())
+        .collect();
+    store.append("bulk", ExpectedVersion::Any, batch).unwrap();
+    for i in 0..5 {
+        let line = next("the batch");
+        assert_eq!(line["position"], json!(5 + i));
+        assert_eq!(line["data"], json!(i));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(rx.try_recv().is_err(), "nothing but the appended events");
+}
