@@ -206,6 +206,13 @@ pub struct strata_event {
     pub event_id: [u8; 16],
 }
 
+impl Default for strata_event {
+    /// Zeroed, NULL pointers (what a failed `next` leaves).
+    fn default() -> Self {
+        strata_event::EMPTY
+    }
+}
+
 impl strata_event {
     const EMPTY: strata_event = strata_event {
         position: 0,
@@ -507,8 +514,17 @@ pub extern "C" fn strata_free(buffer: *mut c_void) {
 #[no_mangle]
 pub extern "C" fn strata_options_init(options: *mut strata_options) -> strata_status {
     guard(|| {
+        let value = strata_options::default();
+        write_out(options, value, "options")?;
+        Ok(STRATA_OK)
+    })
+}
+
+impl Default for strata_options {
+    /// The values `strata_options_init` writes.
+    fn default() -> Self {
         let defaults = Options::default();
-        let value = strata_options {
+        strata_options {
             durability: STRATA_DURABLE,
             bucket_width: STRATA_BUCKET_DEFAULT,
             cache_bytes: defaults.cache_bytes as u64,
@@ -516,10 +532,8 @@ pub extern "C" fn strata_options_init(options: *mut strata_options) -> strata_st
             max_events_per_append: defaults.max_events_per_append as u32,
             read_connections: defaults.read_connections as u32,
             busy_timeout_ms: defaults.busy_timeout_ms,
-        };
-        write_out(options, value, "options")?;
-        Ok(STRATA_OK)
-    })
+        }
+    }
 }
 
 fn to_options(options: *const strata_options) -> Result<Options, Fail> {
