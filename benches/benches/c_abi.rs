@@ -5,8 +5,9 @@
 //!   `strata_new_event`s pointing at the caller's bytes (the library copies them, as a C caller
 //!   requires); the Rust side clones a prepared `Vec<NewEvent>` (payloads shared).
 //! - `c_abi/c_read_stream` vs `c_abi/rust_read_stream`: a 100-event stream read whole (cache
-//!   on): `strata_read_stream` + 100 `strata_cursor_next` + `strata_cursor_free` against
-//!   `Store::read_stream` and iterating the `Vec`.
+//!   on): `strata_read_stream` + `strata_cursor_next_batch` (until `STRATA_DONE`) +
+//!   `strata_cursor_free` against `Store::read_stream` and iterating the `Vec`.
+//!   `c_abi/c_read_stream_next` is the same read with one `strata_cursor_next` per event.
 //!
 //! `cargo bench -p strata-benches --bench c_abi`, then
 //! `cargo run -p strata-benches --bin bench-report` prints the ratios (goal >= 0.9x).
@@ -166,7 +167,37 @@ fn read(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("c_abi");
     group.throughput(Throughput::Elements(READ as u64));
+    // The caller's buffer of event views, reused across reads as a C caller would.
+    let mut events = [ffi::strata_event::default(); 128];
     group.bench_function("c_read_stream", |b| {
+        b.iter(|| {
+            let mut cursor = ptr::null_mut();
+            let status = ffi::strata_read_stream(
+                c_store,
+                stream.as_ptr(),
+                1,
+                ffi::STRATA_FORWARDS,
+                READ as u64,
+                &mut cursor,
+            );
+            assert_eq!(status, ffi::strata_status::STRATA_OK);
+            let mut sum = 0u64;
+            let mut count = 0;
+            let mut got = 0;
+            while ffi::strata_cursor_next_batch(cursor, events.as_mut_ptr(), events.len(), &mut got)
+                == ffi::strata_status::STRATA_OK
+            {
+                for event in &events[..got] {
+                    sum += event.position + event.data_len as u64;
+                }
+                count += got;
+            }
+            assert_eq!(count, READ);
+            ffi::strata_cursor_free(cursor);
+            black_box(sum)
+        })
+    });
+    group.bench_function("c_read_stream_next", |b| {
         b.iter(|| {
             let mut cursor = ptr::null_mut();
             let status = ffi::strata_read_stream(

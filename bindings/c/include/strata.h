@@ -340,6 +340,16 @@ enum strata_status strata_read_by_type(strata_store *store,
 // events (`*out_event` zeroed). On failure `*out_event` is zeroed and the cursor stays usable.
 enum strata_status strata_cursor_next(strata_cursor *cursor, struct strata_event *out_event);
 
+// Fills up to `capacity` events at once into `out_events[0..]` and their number into
+// `*out_count`: the same events successive `strata_cursor_next` calls would return, with the
+// cost of one call. `STRATA_OK` with `*out_count >= 1` (possibly fewer than `capacity` even
+// when more follow), or `STRATA_DONE` with `*out_count == 0`. All the views stay valid until
+// the next `next`/`next_batch` call on this cursor or its free. On failure `*out_count` is 0.
+enum strata_status strata_cursor_next_batch(strata_cursor *cursor,
+                                            struct strata_event *out_events,
+                                            size_t capacity,
+                                            size_t *out_count);
+
 // Releases a cursor (and the event its last `next` returned). NULL is accepted.
 enum strata_status strata_cursor_free(strata_cursor *cursor);
 

@@ -389,9 +389,11 @@ struct CursorState {
     remaining: u64,
     /// The source has no more events after `page`.
     exhausted: bool,
-    page: std::vec::IntoIter<Event>,
-    /// The event the last `next` returned: the memory its view points into.
-    current: Option<Event>,
+    /// The current page; the event the last `next` returned is `page[next - 1]`, the memory
+    /// its view points into (kept until the page is replaced).
+    page: Vec<Event>,
+    /// Index in `page` of the event the next `next` returns.
+    next: usize,
 }
 
 /// Events fetched per page by cursors.
@@ -450,17 +452,20 @@ impl CursorState {
             self.exhausted = true;
         }
         self.remaining -= page.len() as u64;
-        self.page = page.into_iter();
+        self.page = page;
+        self.next = 0;
         Ok(())
     }
 
     fn next(&mut self) -> Result<Option<&Event>, Fail> {
-        self.current = None;
-        if self.page.len() == 0 {
+        if self.next == self.page.len() {
+            self.page = Vec::new();
+            self.next = 0;
             self.fetch()?;
         }
-        self.current = self.page.next();
-        Ok(self.current.as_ref())
+        let event = self.page.get(self.next);
+        self.next += usize::from(event.is_some());
+        Ok(event)
     }
 }
 
@@ -774,8 +779,8 @@ fn open_cursor(
             source: source()?,
             remaining: if max_count == 0 { u64::MAX } else { max_count },
             exhausted: false,
-            page: Vec::new().into_iter(),
-            current: None,
+            page: Vec::new(),
+            next: 0,
         };
         // The first page now, so that bad arguments fail here rather than on the first `next`.
         state.fetch()?;
@@ -899,6 +904,46 @@ pub extern "C" fn strata_cursor_next(
             }
             None => Ok(STRATA_DONE),
         }
+    })
+}
+
+/// Fills up to `capacity` events at once into `out_events[0..]` and their number into
+/// `*out_count`: the same events successive `strata_cursor_next` calls would return, with the
+/// cost of one call. `STRATA_OK` with `*out_count >= 1` (possibly fewer than `capacity` even
+/// when more follow), or `STRATA_DONE` with `*out_count == 0`. All the views stay valid until
+/// the next `next`/`next_batch` call on this cursor or its free. On failure `*out_count` is 0.
+#[no_mangle]
+pub extern "C" fn strata_cursor_next_batch(
+    cursor: *mut strata_cursor,
+    out_events: *mut strata_event,
+    capacity: usize,
+    out_count: *mut usize,
+) -> strata_status {
+    clear_out(out_count, 0);
+    guard(|| {
+        let cursor = handle_ref(cursor)?;
+        if out_count.is_null() {
+            return Err(Fail::invalid("out_count is NULL"));
+        }
+        ptr::check_out_array(out_events, capacity, "out_events")?;
+        let mut state = cursor.state.lock();
+        if state.next == state.page.len() {
+            state.page = Vec::new();
+            state.next = 0;
+            state.fetch()?;
+        }
+        let start = state.next;
+        let count = capacity.min(state.page.len() - start);
+        for (i, event) in state.page[start..start + count].iter().enumerate() {
+            write_out(
+                out_events.wrapping_add(i),
+                strata_event::view(event),
+                "out_events",
+            )?;
+        }
+        state.next += count;
+        write_out(out_count, count, "out_count")?;
+        Ok(if count == 0 { STRATA_DONE } else { STRATA_OK })
     })
 }
 

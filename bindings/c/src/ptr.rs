@@ -146,6 +146,35 @@ pub(crate) fn write_out<T>(out: *mut T, value: T, what: &str) -> Result<(), Fail
     Ok(())
 }
 
+/// Checks an out-array of `len` elements: non-NULL (unless `len` is 0), aligned, at most
+/// `isize::MAX` bytes. Its elements are then written one by one with `write_out`.
+pub(crate) fn check_out_array<T>(ptr: *mut T, len: usize, what: &str) -> Result<(), Fail> {
+    if len == 0 {
+        return Err(Fail::invalid(format!("{what}: capacity is 0")));
+    }
+    slice_arg_checks(ptr.cast_const(), len, what)
+}
+
+fn slice_arg_checks<T>(ptr: *const T, len: usize, what: &str) -> Result<(), Fail> {
+    if ptr.is_null() {
+        return Err(Fail::invalid(format!(
+            "{what} is NULL but its length is {len}"
+        )));
+    }
+    let too_long = len
+        .checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|bytes| bytes > isize::MAX as usize);
+    if too_long {
+        return Err(Fail::invalid(format!(
+            "{what}: length {len} is over PTRDIFF_MAX bytes"
+        )));
+    }
+    if !(ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
+        return Err(Fail::invalid(format!("{what} is misaligned")));
+    }
+    Ok(())
+}
+
 /// Clears an out-parameter on entry, if it is not NULL, so that it holds a known value on
 /// failure. A misaligned pointer is left alone (the later `write_out` reports it).
 pub(crate) fn clear_out<T>(out: *mut T, value: T) {

@@ -276,6 +276,7 @@ static void test_read(void) {
                STRATA_OK);
     }
     uint64_t v[4000];
+    strata_status s_batch;
     strata_cursor *cursor = NULL;
     strata_event e;
 
@@ -332,6 +333,27 @@ static void test_read(void) {
     EXPECT(strata_read_by_type(store, bad_types, 2, INT64_MIN, INT64_MAX, 0, 0, &cursor),
            STRATA_INVALID_ARGUMENT);
     ERRMSG_HAS("event_types[1]");
+
+    /* Batches: the same events, fewer calls; views valid until the next call. */
+    strata_event batch[64];
+    size_t got = 99, total = 0;
+    uint64_t expect_version = 1;
+    int ordered = 1;
+    EXPECT(strata_read_stream(store, "big", 0, STRATA_FORWARDS, 0, &cursor), STRATA_OK);
+    while ((s_batch = strata_cursor_next_batch(cursor, batch, 64, &got)) == STRATA_OK) {
+        CHECK(got >= 1 && got <= 64);
+        for (size_t i = 0; i < got; i++) ordered &= batch[i].version == expect_version++;
+        CHECK(batch[got - 1].data_len > 6 && memcmp(batch[got - 1].data, "event ", 6) == 0);
+        total += got;
+    }
+    CHECK(s_batch == STRATA_DONE && got == 0);
+    CHECK(total == 2000 && ordered);
+    EXPECT(strata_cursor_next_batch(cursor, batch, 0, &got), STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_cursor_next_batch(cursor, NULL, 64, &got), STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_cursor_next_batch(cursor, batch, SIZE_MAX, &got), STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_cursor_next_batch(cursor, batch, 64, NULL), STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_cursor_next_batch(NULL, batch, 64, &got), STRATA_MISUSE);
+    EXPECT(strata_cursor_free(cursor), STRATA_OK);
 
     /* Cursor misuse. */
     EXPECT(strata_read_all(store, 1, 0, &cursor), STRATA_OK);
