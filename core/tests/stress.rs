@@ -93,8 +93,11 @@ fn writers_readers_subscribers_and_a_projection_under_load() {
         .map(|v| v.parse().expect("STRATA_STRESS_SECS is a number"))
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
+    // The event cache is bounded by `cache_bytes` (64 MiB by default) and fills as the readers
+    // read: keep it small so that a leak elsewhere is not hidden behind a cache filling up.
     let options = Options {
         durability: Durability::Fast,
+        cache_bytes: 4 << 20,
         ..Options::default()
     };
     let store = Store::open(dir.path().join("stress.db"), options).unwrap();
