@@ -14,17 +14,8 @@ pub fn escape_token(text: &str) -> String {
         if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
             out.push(byte as char);
         } else {
-            out.push('%');
-            out.push(
-                char::from_digit(u32::from(byte >> 4), 16)
-                    .unwrap()
-                    .to_ascii_uppercase(),
-            );
-            out.push(
-                char::from_digit(u32::from(byte & 0x0f), 16)
-                    .unwrap()
-                    .to_ascii_uppercase(),
-            );
+            // Two hex digits, upper case: reversible by `unescape_token`.
+            out.push_str(&format!("%{byte:02X}"));
         }
     }
     out
