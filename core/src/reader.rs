@@ -456,6 +456,21 @@ pub(crate) struct EventFilter {
 }
 
 impl EventFilter {
+    /// Whether every event from `from` on matches: then a read must return consecutive positions.
+    pub(crate) fn is_unfiltered(&self) -> bool {
+        let EventFilter {
+            from: _,
+            type_keys,
+            time_range,
+            stream_prefix,
+            stream_key,
+        } = self;
+        type_keys.is_none()
+            && time_range.is_none()
+            && stream_prefix.is_none()
+            && stream_key.is_none()
+    }
+
     pub(crate) fn all(from: Position) -> Self {
         EventFilter {
             from,
@@ -480,11 +495,7 @@ pub(crate) fn read_filtered(
         return Ok(Vec::new());
     }
     let events = read_filtered_unchecked(conn, pool, filter, max_count)?;
-    let unfiltered = filter.type_keys.is_none()
-        && filter.time_range.is_none()
-        && filter.stream_prefix.is_none()
-        && filter.stream_key.is_none();
-    if unfiltered {
+    if filter.is_unfiltered() {
         check_positions(conn, &events, filter.from.max(1), max_count)?;
     }
     Ok(events)
