@@ -166,8 +166,11 @@ fn writers_readers_subscribers_and_a_projection_under_load() {
             reads
         }));
     }
+    // Set once every writer has returned: a writer may still commit its last append after
+    // `stop`, so a subscriber that stopped on `stop` alone could miss it.
+    let writers_done = Arc::new(AtomicBool::new(false));
     for _ in 0..SUBSCRIBERS {
-        let (store, stop) = (store.clone(), stop.clone());
+        let (store, writers_done) = (store.clone(), writers_done.clone());
         threads.push(std::thread::spawn(move || {
             let mut next = 1u64;
             let mut last_seq = vec![0u64; WRITERS as usize];
@@ -188,7 +191,9 @@ fn writers_readers_subscribers_and_a_projection_under_load() {
                     next += 1;
                 }
                 if page.is_empty() {
-                    if stop.load(Ordering::SeqCst) && next > store.last_position().unwrap() {
+                    if writers_done.load(Ordering::SeqCst)
+                        && next > store.last_position().unwrap()
+                    {
                         break;
                     }
                     store.wait_for_commit(next - 1, Duration::from_millis(100));
@@ -206,7 +211,14 @@ fn writers_readers_subscribers_and_a_projection_under_load() {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop.store(true, Ordering::SeqCst);
-    let results: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut threads = threads.into_iter();
+    let mut results: Vec<u64> = threads
+        .by_ref()
+        .take(WRITERS as usize)
+        .map(|t| t.join().unwrap())
+        .collect();
+    writers_done.store(true, Ordering::SeqCst);
+    results.extend(threads.map(|t| t.join().unwrap()));
     drop(background);
 
     let total: u64 = appended.iter().map(|a| a.load(Ordering::SeqCst)).sum();
