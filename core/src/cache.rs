@@ -302,6 +302,7 @@ mod tests {
             recorded_at: 0,
             data: Bytes::from(vec![0u8; data_len]),
             metadata: Bytes::new(),
+            tags: Default::default(),
         }
     }
 

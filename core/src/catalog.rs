@@ -115,7 +115,7 @@ pub(crate) fn list_buckets(conn: &Connection) -> rusqlite::Result<Vec<BucketInfo
     rows.collect()
 }
 
-/// A stream's row in the `streams` table.
+/// A stream's id, current version and where its events start and end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamInfo {
     /// The stream's id.
@@ -128,7 +128,8 @@ pub struct StreamInfo {
     pub last_position: Position,
 }
 
-/// The stream's key and info, if it exists.
+/// The stream's key and info, if it exists. The version and last position come from the stream
+/// index (the `streams` row is written once, when the stream is created).
 pub(crate) fn find_stream(
     conn: &Connection,
     stream_id: &str,
@@ -138,26 +139,35 @@ pub(crate) fn find_stream(
     // where trusting the index would read, or append to, another stream.
     let found = conn
         .prepare_cached(
-            "SELECT s.stream_key, s.version, s.first_position, s.last_position,
+            "SELECT s.stream_key, s.first_position,
                     (SELECT t.stream_id FROM streams t WHERE t.stream_key = s.stream_key)
              FROM streams s WHERE s.stream_id = ?1",
         )?
         .query_row([stream_id], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
-                StreamInfo {
-                    stream_id: stream_id.to_owned(),
-                    version: row.get::<_, i64>(1)? as u64,
-                    first_position: row.get::<_, i64>(2)? as u64,
-                    last_position: row.get::<_, i64>(3)? as u64,
-                },
-                row.get::<_, Option<String>>(4)?,
+                row.get::<_, i64>(1)? as u64,
+                row.get::<_, Option<String>>(2)?,
             ))
         })
         .optional()?;
     match found {
         None => Ok(None),
-        Some((key, info, Some(name))) if name == stream_id => Ok(Some((key, info))),
+        Some((key, first_position, Some(name))) if name == stream_id => {
+            // A stream is created with its first event: a stream without index entries is a
+            // damaged index, not an empty stream.
+            let (version, last_position) = crate::index::stream_head(conn, key)?
+                .ok_or_else(|| corrupt(format!("stream {stream_id:?} has no stream index entries")))?;
+            Ok(Some((
+                key,
+                StreamInfo {
+                    stream_id: stream_id.to_owned(),
+                    version,
+                    first_position,
+                    last_position,
+                },
+            )))
+        }
         Some((key, _, name)) => Err(corrupt(format!(
             "streams: the index entry for {stream_id:?} points at stream key {key}, whose row names {name:?}"
         ))),
@@ -171,48 +181,4 @@ pub(crate) fn corrupt(message: String) -> rusqlite::Error {
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
         Some(message),
     )
-}
-
-/// One bucket that holds events of a stream, with the versions it holds.
-#[derive(Clone, Debug)]
-pub(crate) struct StreamBucket {
-    pub bucket: BucketInfo,
-    pub first_version: StreamVersion,
-    /// Last version in this bucket (the next bucket's first version - 1, or the stream's version).
-    pub last_version: StreamVersion,
-}
-
-/// The buckets holding events of stream `stream_key`, oldest first.
-pub(crate) fn stream_buckets(
-    conn: &Connection,
-    stream_key: i64,
-    stream_version: StreamVersion,
-) -> rusqlite::Result<Vec<StreamBucket>> {
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT sb.first_version, {} FROM stream_buckets sb JOIN buckets b ON b.id = sb.bucket_id
-         WHERE sb.stream_key = ?1 ORDER BY sb.bucket_id",
-        BUCKET_COLUMNS
-            .split(", ")
-            .map(|c| format!("b.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))?;
-    let rows: Vec<(StreamVersion, BucketInfo)> = statement
-        .query_map([stream_key], |row| {
-            Ok((row.get::<_, i64>(0)? as u64, bucket_from_row_at(row, 1)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut result = Vec::with_capacity(rows.len());
-    for (index, (first_version, bucket)) in rows.iter().enumerate() {
-        let last_version = match rows.get(index + 1) {
-            Some((next_first, _)) => next_first - 1,
-            None => stream_version,
-        };
-        result.push(StreamBucket {
-            bucket: bucket.clone(),
-            first_version: *first_version,
-            last_version,
-        });
-    }
-    Ok(result)
 }

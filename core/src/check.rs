@@ -11,14 +11,17 @@
 //!   and stream, `recorded_at` inside its bucket's time range and never decreasing with
 //!   position;
 //! - streams: versions contiguous across live buckets (starting at 1 when no bucket before
-//!   them was archived or dropped), the `streams` row's version and last position equal to the
-//!   last event's, and `stream_buckets` naming exactly the live buckets that hold a stream's
-//!   events, with the right first version;
-//! - event ids: each live event has its `event_ids` row (same position, stream and version),
-//!   and there is one row per position of the log (ids of archived and dropped events stay).
+//!   them was archived or dropped), the stream index's last version and position equal to the
+//!   last event's, and each live event's stream index entry pointing at it;
+//! - event ids: each live event has its id index entry (same position, stream and version);
+//! - both indexes (all their levels together) hold one entry per position of the log (those of
+//!   archived and dropped events stay);
+//! - the tag index: one entry (with the event's type) per tag of each live event, no other
+//!   entry for a live position, none past the log.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -26,6 +29,8 @@ use crate::catalog::{self, BucketInfo, BucketState};
 use crate::checksum::event_checksum;
 use crate::error::ReadError;
 use crate::event::Position;
+use crate::index;
+use crate::reader::Direction;
 use crate::store::Store;
 
 /// Most problems a report lists; past this only the count goes on.
@@ -62,6 +67,8 @@ pub enum ProblemKind {
     Stream,
     /// The `event_ids` table disagrees with the events.
     EventIds,
+    /// The tag index disagrees with the events' tags.
+    Tags,
 }
 
 impl ProblemKind {
@@ -74,6 +81,7 @@ impl ProblemKind {
             ProblemKind::Event => "event",
             ProblemKind::Stream => "stream",
             ProblemKind::EventIds => "event-ids",
+            ProblemKind::Tags => "tags",
         }
     }
 }
@@ -93,6 +101,10 @@ pub struct CheckReport {
     pub streams: u64,
     /// Last position of the log.
     pub last_position: Position,
+    /// Leftovers of interrupted maintenance (temporary `*.strata-partial` files and their
+    /// journals) beside the store or its archives: not damage, but files a rerun of the
+    /// command replaces, or that can be deleted.
+    pub stray_files: Vec<PathBuf>,
 }
 
 impl CheckReport {
@@ -116,8 +128,6 @@ struct StreamWalk {
     last_position: Position,
     /// The bucket of its last event seen.
     last_bucket: i64,
-    /// bucket id -> first version seen in it.
-    buckets: BTreeMap<i64, u64>,
 }
 
 impl Store {
@@ -127,9 +137,54 @@ impl Store {
     pub fn check(&self) -> Result<CheckReport, ReadError> {
         let mut conn = self.readers().get()?;
         let tx = conn.transaction()?;
-        let report = check_snapshot(&tx)?;
+        let mut report = check_snapshot(&tx)?;
         tx.finish()?;
+        report.stray_files = self.stray_files()?;
         Ok(report)
+    }
+
+    /// Temporary files of interrupted maintenance ([`crate::maintenance::PARTIAL_SUFFIX`], and
+    /// their `-journal`) in the store's directory and in the directories of its archives,
+    /// sorted. Empty for an in-memory store.
+    pub fn stray_files(&self) -> Result<Vec<PathBuf>, ReadError> {
+        let Some(store) = self.path() else {
+            return Ok(Vec::new());
+        };
+        let mut dirs = std::collections::BTreeSet::new();
+        if let Some(dir) = store.parent() {
+            dirs.insert(if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_path_buf()
+            });
+        }
+        let conn = self.readers().get()?;
+        let mut archives =
+            conn.prepare("SELECT archive_path FROM buckets WHERE archive_path IS NOT NULL")?;
+        let paths = archives.query_map([], |r| r.get::<_, String>(0))?;
+        for path in paths {
+            if let Some(dir) = Path::new(&path?).parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        let suffix = crate::maintenance::PARTIAL_SUFFIX;
+        let journal = format!("{suffix}-journal");
+        let mut found = Vec::new();
+        for dir in dirs {
+            // A directory that cannot be listed (gone, no permission) has no strays we can see.
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(suffix) || name.ends_with(&journal) {
+                    found.push(entry.path());
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
     }
 }
 
@@ -165,23 +220,18 @@ fn check_snapshot(conn: &Connection) -> Result<CheckReport, ReadError> {
         .prepare("SELECT type_key, name FROM event_types")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let stream_rows: HashMap<i64, (String, u64, u64)> = conn
-        .prepare("SELECT stream_key, stream_id, version, last_position FROM streams")?
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                (
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get::<_, i64>(3)? as u64,
-                ),
-            ))
-        })?
+    // Each stream with its last version and position according to the stream index.
+    let stream_names: Vec<(i64, String)> = conn
+        .prepare("SELECT stream_key, stream_id FROM streams")?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let mut stream_rows: HashMap<i64, (String, u64, u64)> = HashMap::new();
+    for (key, name) in stream_names {
+        let (version, last_position) = index::stream_head(conn, key)?.unwrap_or((0, 0));
+        stream_rows.insert(key, (name, version, last_position));
+    }
     report.streams = stream_rows.len() as u64;
     let mut walks: HashMap<i64, StreamWalk> = HashMap::new();
-    let mut id_lookup =
-        conn.prepare("SELECT position, stream_key, version FROM event_ids WHERE event_id = ?1")?;
     let mut last_recorded_at = i64::MIN;
     let mut previous_position: Option<Position> = None;
     for bucket in &buckets {
@@ -192,7 +242,7 @@ fn check_snapshot(conn: &Connection) -> Result<CheckReport, ReadError> {
             continue; // reported by check_catalog
         }
         let mut statement = conn.prepare(&format!(
-            "SELECT position, stream_key, version, type_key, event_id, recorded_at, data, metadata, checksum
+            "SELECT position, stream_key, version, type_key, event_id, recorded_at, data, metadata, checksum, tags
              FROM {} ORDER BY position",
             bucket.table_name
         ))?;
@@ -207,6 +257,7 @@ fn check_snapshot(conn: &Connection) -> Result<CheckReport, ReadError> {
             let data = bytes_of(row.get_ref(6)?);
             let metadata = bytes_of(row.get_ref(7)?);
             let stored: i64 = row.get(8)?;
+            let tags = bytes_of(row.get_ref(9)?);
             report.events_checked += 1;
 
             if let Some(previous) = previous_position {
@@ -228,6 +279,7 @@ fn check_snapshot(conn: &Connection) -> Result<CheckReport, ReadError> {
                 recorded_at,
                 &data,
                 &metadata,
+                &tags,
             );
             if i64::from(computed) != stored {
                 report.add(
@@ -304,24 +356,38 @@ fn check_snapshot(conn: &Connection) -> Result<CheckReport, ReadError> {
             walk.last_bucket = bucket.id;
             walk.last_version = version;
             walk.last_position = position;
-            walk.buckets.entry(bucket.id).or_insert(version);
 
-            // Its event id row.
-            let id_row: Option<(i64, i64, i64)> = id_lookup
-                .query_row([&event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            match id_row {
-                Some((p, s, v)) if p as u64 == position && s == stream_key && v as u64 == version => {}
-                Some((p, s, v)) => report.add(
+            // Its entries in the id index and the stream index.
+            let id_entry = match <[u8; 16]>::try_from(event_id.as_slice()) {
+                Ok(id) => index::find_event_id(conn, &id)?,
+                Err(_) => None,
+            };
+            match id_entry {
+                Some(entry)
+                    if entry.position == position
+                        && entry.stream_key == stream_key
+                        && entry.version == version => {}
+                Some(entry) => report.add(
                     ProblemKind::EventIds,
                     format!(
-                        "position {position}: its event id is recorded at position {p}, stream key {s}, version {v}"
+                        "position {position}: its event id is recorded at position {}, stream key {}, version {}",
+                        entry.position, entry.stream_key, entry.version
                     ),
                 ),
                 None => report.add(
                     ProblemKind::EventIds,
-                    format!("position {position}: its event id is missing from event_ids"),
+                    format!("position {position}: its event id is missing from the id index"),
                 ),
+            }
+            let indexed = index::stream_entries(conn, stream_key, version, Direction::Forwards, 1)?;
+            if indexed.first() != Some(&(version, position)) {
+                report.add(
+                    ProblemKind::Stream,
+                    format!(
+                        "stream {stream_id:?}: version {version} at position {position}, but the stream index says {:?}",
+                        indexed.first()
+                    ),
+                );
             }
         }
     }
@@ -334,25 +400,52 @@ fn check_snapshot(conn: &Connection) -> Result<CheckReport, ReadError> {
         );
     }
 
-    check_streams(conn, &buckets, &stream_rows, &walks, &mut report)?;
+    check_streams(&buckets, &stream_rows, &walks, &mut report)?;
 
-    let id_rows: i64 = conn.query_row("SELECT count(*) FROM event_ids", [], |r| r.get(0))?;
-    if id_rows as u64 != head_position {
-        report.add(
-            ProblemKind::EventIds,
-            format!("event_ids has {id_rows} rows but the log has {head_position} positions"),
-        );
+    for (levels, kind, what) in [
+        (index::ID_LEVELS, ProblemKind::EventIds, "id index"),
+        (index::STREAM_LEVELS, ProblemKind::Stream, "stream index"),
+    ] {
+        let mut entries = 0;
+        for table in levels {
+            entries += index::count(conn, table)?;
+            let out_of_range: i64 = conn.query_row(
+                &format!("SELECT count(*) FROM {table} WHERE position < 1 OR position > ?1"),
+                [head_position as i64],
+                |r| r.get(0),
+            )?;
+            if out_of_range > 0 {
+                report.add(
+                    kind,
+                    format!("{out_of_range} {table} rows point past the log (1..={head_position})"),
+                );
+            }
+        }
+        if entries != head_position {
+            report.add(
+                kind,
+                format!(
+                    "the {what} has {entries} entries but the log has {head_position} positions"
+                ),
+            );
+        }
     }
-    let out_of_range: i64 = conn.query_row(
-        "SELECT count(*) FROM event_ids WHERE position < 1 OR position > ?1",
-        [head_position as i64],
-        |r| r.get(0),
-    )?;
-    if out_of_range > 0 {
-        report.add(
-            ProblemKind::EventIds,
-            format!("{out_of_range} event_ids rows point past the log (1..={head_position})"),
-        );
+
+    crate::tags::check_index(conn, &buckets, &mut |message| {
+        report.add(ProblemKind::Tags, message)
+    })?;
+    for table in crate::tags::TAG_LEVELS {
+        let out_of_range: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM {table} WHERE position < 1 OR position > ?1"),
+            [head_position as i64],
+            |r| r.get(0),
+        )?;
+        if out_of_range > 0 {
+            report.add(
+                ProblemKind::Tags,
+                format!("{out_of_range} {table} rows point past the log (1..={head_position})"),
+            );
+        }
     }
     Ok(report)
 }
@@ -558,13 +651,11 @@ fn check_catalog(
 }
 
 fn check_streams(
-    conn: &Connection,
     buckets: &[BucketInfo],
     stream_rows: &HashMap<i64, (String, u64, u64)>,
     walks: &HashMap<i64, StreamWalk>,
     report: &mut CheckReport,
 ) -> Result<(), ReadError> {
-    let state_of: HashMap<i64, BucketState> = buckets.iter().map(|b| (b.id, b.state)).collect();
     for (key, (stream_id, version, last_position)) in stream_rows {
         match walks.get(key) {
             Some(walk) if position_not_live(buckets, *last_position) => {
@@ -573,7 +664,7 @@ fn check_streams(
                     report.add(
                         ProblemKind::Stream,
                         format!(
-                            "stream {stream_id:?}: streams table says version {version} at position {last_position} (not live), but version {} at position {} is live",
+                            "stream {stream_id:?}: the stream index says version {version} at position {last_position} (not live), but version {} at position {} is live",
                             walk.last_version, walk.last_position
                         ),
                     );
@@ -584,7 +675,7 @@ fn check_streams(
                     report.add(
                         ProblemKind::Stream,
                         format!(
-                            "stream {stream_id:?}: streams table says version {version} at position {last_position}, its last event is version {} at position {}",
+                            "stream {stream_id:?}: the stream index says version {version} at position {last_position}, its last event is version {} at position {}",
                             walk.last_version, walk.last_position
                         ),
                     );
@@ -596,7 +687,7 @@ fn check_streams(
                     report.add(
                         ProblemKind::Stream,
                         format!(
-                            "stream {stream_id:?}: streams table says version {version} at position {last_position}, but no such event is stored"
+                            "stream {stream_id:?}: the stream index says version {version} at position {last_position}, but no such event is stored"
                         ),
                     );
                 }
@@ -604,60 +695,5 @@ fn check_streams(
         }
     }
 
-    // stream_buckets rows for live buckets against what the events show.
-    let mut statement =
-        conn.prepare("SELECT stream_key, bucket_id, first_version FROM stream_buckets")?;
-    let rows = statement.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)? as u64,
-        ))
-    })?;
-    let mut listed: HashSet<(i64, i64)> = HashSet::new();
-    for row in rows {
-        let (stream_key, bucket_id, first_version) = row?;
-        let name = stream_rows
-            .get(&stream_key)
-            .map(|(id, _, _)| id.clone())
-            .unwrap_or_else(|| format!("<key {stream_key}>"));
-        match state_of.get(&bucket_id) {
-            None => report.add(
-                ProblemKind::Stream,
-                format!("stream {name:?}: stream_buckets names bucket {bucket_id}, which does not exist"),
-            ),
-            Some(state) if state.is_live() => {
-                listed.insert((stream_key, bucket_id));
-                let seen = walks
-                    .get(&stream_key)
-                    .and_then(|walk| walk.buckets.get(&bucket_id));
-                if seen != Some(&first_version) {
-                    report.add(
-                        ProblemKind::Stream,
-                        format!(
-                            "stream {name:?}: stream_buckets says bucket {bucket_id} starts at version {first_version}, events show {seen:?}"
-                        ),
-                    );
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    for (stream_key, walk) in walks {
-        for bucket_id in walk.buckets.keys() {
-            if !listed.contains(&(*stream_key, *bucket_id)) {
-                let name = stream_rows
-                    .get(stream_key)
-                    .map(|(id, _, _)| id.as_str())
-                    .unwrap_or("?");
-                report.add(
-                    ProblemKind::Stream,
-                    format!(
-                        "stream {name:?} has events in bucket {bucket_id}, but stream_buckets does not list it (stream reads would miss them)"
-                    ),
-                );
-            }
-        }
-    }
     Ok(())
 }

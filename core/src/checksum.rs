@@ -2,6 +2,9 @@
 //!
 //! Written by the writer, verified on every read and by `check`, so that a flipped bit inside a
 //! payload (which SQLite's own page checks do not see) is reported instead of returned.
+//!
+//! Tags (schema v3) are summed only when an event has some, after the metadata's length, so
+//! an untagged event's checksum is what it was before tags existed.
 
 /// CRC-32 of an event row as stored (keys, not names, since the row holds keys).
 #[allow(clippy::too_many_arguments)]
@@ -14,6 +17,7 @@ pub fn event_checksum(
     recorded_at: i64,
     data: &[u8],
     metadata: &[u8],
+    tags: &[u8],
 ) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&position.to_le_bytes());
@@ -25,6 +29,10 @@ pub fn event_checksum(
     hasher.update(&(data.len() as u64).to_le_bytes());
     hasher.update(data);
     hasher.update(metadata);
+    if !tags.is_empty() {
+        hasher.update(&(metadata.len() as u64).to_le_bytes());
+        hasher.update(tags);
+    }
     hasher.finalize()
 }
 
@@ -34,16 +42,27 @@ mod tests {
 
     #[test]
     fn a_flipped_payload_bit_changes_the_checksum() {
-        let original = event_checksum(1, 2, 3, 4, &[0; 16], 5, b"payload", b"");
-        let flipped = event_checksum(1, 2, 3, 4, &[0; 16], 5, b"paylobd", b"");
+        let original = event_checksum(1, 2, 3, 4, &[0; 16], 5, b"payload", b"", b"");
+        let flipped = event_checksum(1, 2, 3, 4, &[0; 16], 5, b"paylobd", b"", b"");
         assert_ne!(original, flipped);
     }
 
     #[test]
     fn data_and_metadata_boundaries_are_part_of_the_sum() {
         assert_ne!(
-            event_checksum(1, 1, 1, 1, &[0; 16], 0, b"ab", b"c"),
-            event_checksum(1, 1, 1, 1, &[0; 16], 0, b"a", b"bc")
+            event_checksum(1, 1, 1, 1, &[0; 16], 0, b"ab", b"c", b""),
+            event_checksum(1, 1, 1, 1, &[0; 16], 0, b"a", b"bc", b"")
+        );
+    }
+
+    #[test]
+    fn tags_are_part_of_the_sum_and_their_boundary_with_metadata_too() {
+        let untagged = event_checksum(1, 1, 1, 1, &[0; 16], 0, b"d", b"m", b"");
+        let tagged = event_checksum(1, 1, 1, 1, &[0; 16], 0, b"d", b"m", b"\x01t");
+        assert_ne!(untagged, tagged);
+        assert_ne!(
+            event_checksum(1, 1, 1, 1, &[0; 16], 0, b"d", b"m\x01", b"\x01t"),
+            event_checksum(1, 1, 1, 1, &[0; 16], 0, b"d", b"m", b"\x01\x01\x01t")
         );
     }
 }

@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::options::{Durability, Options};
@@ -64,7 +65,10 @@ pub(crate) fn open_raw(location: &Location, options: &Options) -> rusqlite::Resu
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match location {
-        Location::File(path) => Connection::open_with_flags(path, flags)?,
+        Location::File(path) => match &options.vfs {
+            Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs.as_str())?,
+            None => Connection::open_with_flags(path, flags)?,
+        },
         Location::Memory(uri) => Connection::open_with_flags(uri, flags)?,
     };
     conn.busy_timeout(Duration::from_millis(u64::from(options.busy_timeout_ms)))?;
@@ -80,6 +84,10 @@ pub(crate) fn configure(conn: &Connection, role: Role, options: &Options) -> rus
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // The query planner stability guarantee: without it the bundled SQLite (built with STAT4)
+    // re-prepares a cached statement every time a new value is bound to a range constraint
+    // (`version >= ?`, `position >= ?`), which cost more than the reads themselves.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     if let Some(pages) = options.max_page_count {
         // Returns the limit in force (never below the file's current size): not an error.
         let _limit: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {

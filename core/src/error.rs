@@ -85,6 +85,16 @@ pub enum AppendError {
         /// Where the stored event with that id is (0 when the clash is inside the request itself).
         position: Position,
     },
+    /// The append's condition failed: an event matching `fail_if_events_match` was appended
+    /// after the condition's `after` position. Nothing was written. Read the query again from
+    /// `after`, decide again, and retry with the new last position.
+    #[error("append condition failed: the event at position {position} matches the condition's query and comes after position {after}")]
+    ConditionFailed {
+        /// The first position after `after` whose event matches the query.
+        position: Position,
+        /// The condition's `after`.
+        after: Position,
+    },
     /// The request breaks a limit or is malformed; the message says which.
     #[error("invalid append: {0}")]
     Invalid(#[from] InvalidInput),
@@ -134,6 +144,43 @@ pub enum InvalidInput {
     /// The same stream appears twice in one multi-stream append.
     #[error("stream {0:?} appears more than once in one append")]
     RepeatedStream(String),
+    /// A tag must be 1..=255 bytes of UTF-8 (`limits::MAX_TAG_BYTES`).
+    #[error("a tag must be 1..={limit} bytes of UTF-8, got {len} bytes")]
+    TagLength {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An event carries more distinct tags than `limits::MAX_TAGS_PER_EVENT`.
+    #[error("an event carries {count} distinct tags, over the limit of {limit}")]
+    TooManyTags {
+        /// Distinct tags of the event.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A query item names neither an event type nor a tag; it would match every event. Use
+    /// `Query::all()` for that.
+    #[error("query item {index} has neither event types nor tags; use Query::all() to match every event")]
+    EmptyQueryItem {
+        /// The item's index in the query.
+        index: usize,
+    },
+    /// A query built from items has none; use `Query::all()` to match every event.
+    #[error("a query needs at least one item; use Query::all() to match every event")]
+    EmptyQuery,
+    /// A query or one of its items is larger than `limits::MAX_QUERY_ITEMS` or
+    /// `limits::MAX_QUERY_ITEM_ENTRIES`.
+    #[error("query too large: {what} is {count}, over the limit of {limit}")]
+    QueryTooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// Its size.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A read asked for zero or too many events per page.
     #[error("page size must be 1..={limit}, got {requested}")]
     PageSize {

@@ -29,6 +29,9 @@ pub struct NewEvent {
     pub metadata: Bytes,
     /// The caller's idempotency key. `None` lets the store generate one (UUID v7).
     pub event_id: Option<Uuid>,
+    /// Tags (Dynamic Consistency Boundaries), such as `course:c1`: each 1..=255 bytes of UTF-8,
+    /// at most 64 per event. A set: the store keeps them sorted, without repeats.
+    pub tags: Vec<String>,
 }
 
 impl NewEvent {
@@ -39,6 +42,7 @@ impl NewEvent {
             data: data.into(),
             metadata: Bytes::new(),
             event_id: None,
+            tags: Vec::new(),
         }
     }
 
@@ -55,6 +59,13 @@ impl NewEvent {
     /// Sets the idempotency key.
     pub fn with_id(mut self, event_id: Uuid) -> Self {
         self.event_id = Some(event_id);
+        self
+    }
+
+    /// Sets the tags (replacing any set before). Repeats are removed; the limits are checked on
+    /// append ([`crate::limits::MAX_TAG_BYTES`], [`crate::limits::MAX_TAGS_PER_EVENT`]).
+    pub fn with_tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
 
@@ -93,6 +104,8 @@ pub struct Event {
     pub data: Bytes,
     /// The metadata (may be empty).
     pub metadata: Bytes,
+    /// The tags, sorted, without repeats (empty for an event appended without tags).
+    pub tags: Arc<[String]>,
 }
 
 impl Event {
@@ -119,6 +132,14 @@ impl Event {
             + self.event_type.len()
             + self.data.len()
             + self.metadata.len()
+            + self.tags.iter().map(|tag| tag.len() + 24).sum::<usize>()
+    }
+
+    /// Whether this event carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags
+            .binary_search_by(|own| own.as_str().cmp(tag))
+            .is_ok()
     }
 }
 
@@ -217,6 +238,7 @@ mod tests {
             recorded_at: 0,
             data: new.data,
             metadata: Bytes::new(),
+            tags: Default::default(),
         };
         assert_eq!(event.decode::<OrderCreated>().unwrap(), value);
     }
@@ -233,6 +255,7 @@ mod tests {
             recorded_at: 0,
             data: new.data,
             metadata: Bytes::new(),
+            tags: Default::default(),
         };
         let error = event.decode::<OrderCreated>().unwrap_err();
         assert_eq!(error.position, 42);

@@ -35,18 +35,24 @@ pub mod check;
 mod checksum;
 pub mod clock;
 mod connection;
+pub mod dcb;
+pub mod decision;
 pub mod error;
 pub mod event;
+mod event_id;
+mod index;
 pub mod maintenance;
 pub mod metrics;
 mod notify;
 pub mod options;
 pub mod projection;
+pub mod query;
 mod reader;
 mod schema;
+mod staged;
 mod store;
 pub mod subscription;
-pub mod workload;
+mod tags;
 mod writer;
 
 pub use bytes::Bytes;
@@ -58,6 +64,8 @@ pub use cache::CacheStats;
 pub use catalog::{BucketInfo, BucketState, StreamInfo};
 pub use check::{CheckReport, Problem, ProblemKind};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use dcb::{QueryIter, DEFAULT_STREAM};
+pub use decision::{DecideError, Decision, DecisionModel};
 pub use error::{
     AppendError, DecodeError, EncodeError, Error, InvalidInput, OpenError, ReadError, Result,
 };
@@ -74,6 +82,7 @@ pub use projection::{
     ProjectionInfo, ProjectionPhase, ProjectionRunner, ProjectionState, ProjectionStatus,
     RunnerError, RunnerOptions, StateError, StateLimits,
 };
+pub use query::{AppendCondition, Query, QueryItem};
 pub use reader::Direction;
 pub use schema::{APPLICATION_ID, CURRENT_VERSION as SCHEMA_VERSION};
 pub use store::{EventIter, Store};

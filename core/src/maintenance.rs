@@ -12,14 +12,22 @@
 //!
 //! - `events`: one row per event, in position order, with the stream id and event type names
 //!   next to the keys and checksum of the live table (`position, stream_id, version, event_type,
-//!   event_id, recorded_at, data, metadata, stream_key, type_key, checksum`);
+//!   event_id, recorded_at, data, metadata, stream_key, type_key, checksum, tags`; `tags` in
+//!   the live table's stored form, NULL for an untagged event; format version 2);
+//! - `event_tags`: one row per tag of each event (`position, tag`), the tags as text (format
+//!   version 2);
 //! - `events_readable`: a view with the event id in hex and `recorded_at` as ISO-8601 text;
 //! - `archive_info`: key/value rows describing the bucket (id, time range, positions, count,
 //!   when and from which store it was archived).
 //!
-//! The archive is written and synced completely first; then one transaction on the live store
-//! drops the bucket's table and marks it `archived` with the archive's path. If that transaction
-//! fails, the archive file is removed and the bucket stays as it was.
+//! The archive is written and synced completely under a temporary name (`<name>.strata-partial`,
+//! [`PARTIAL_SUFFIX`]), renamed into place; then one transaction on the live store drops the
+//! bucket's table and marks it `archived` with the archive's path. If that transaction fails,
+//! the archive file is removed and the bucket stays as it was.
+//!
+//! Restartable: a run killed at any point leaves the bucket sealed (or archived, if the
+//! transaction committed) and at most a partial file or a whole archive not yet recorded; the
+//! next run recognises both as its own and replaces them. `Store::check` lists such leftovers.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,12 +40,35 @@ use crate::connection::Location;
 use crate::error::InvalidInput;
 use crate::store::Store;
 
+/// Lists each tag of the bucket's events in the archive's `event_tags`, as text.
+fn copy_tags_as_text(conn: &Connection, table: &str) -> Result<(), MaintenanceError> {
+    let mut rows = conn.prepare(&format!(
+        "SELECT position, tags FROM main.{table} WHERE tags IS NOT NULL ORDER BY position"
+    ))?;
+    let mut insert =
+        conn.prepare("INSERT INTO archive.event_tags (position, tag) VALUES (?1, ?2)")?;
+    let mut rows = rows.query([])?;
+    while let Some(row) = rows.next()? {
+        let position: i64 = row.get(0)?;
+        let blob: Vec<u8> = row.get(1)?;
+        let tags = crate::tags::decode(Some(&blob)).map_err(|reason| {
+            MaintenanceError::Invalid(InvalidInput::Other(format!(
+                "the event at position {position} has malformed tags ({reason}); run check"
+            )))
+        })?;
+        for tag in tags.iter() {
+            insert.execute(params![position, tag])?;
+        }
+    }
+    Ok(())
+}
+
 /// `PRAGMA application_id` of an archive file: "STRX" in ASCII. Not a store: `Store::open`
 /// refuses it.
 pub const ARCHIVE_APPLICATION_ID: i32 = 0x5354_5258;
 
 /// Version of the archive file layout (`PRAGMA user_version` of an archive).
-pub const ARCHIVE_FORMAT_VERSION: u32 = 1;
+pub const ARCHIVE_FORMAT_VERSION: u32 = 2;
 
 /// Why a maintenance operation did nothing.
 #[derive(Debug, thiserror::Error)]
@@ -221,30 +252,51 @@ impl Store {
         let bucket = find_bucket(&conn, id)?;
         require_sealed(&bucket)?;
         let path = self.archive_path_for(&bucket, destination.as_ref());
+        // A rerun after a kill: a partial file is ours to replace; a complete archive of this
+        // very bucket of this store whose swap never committed (the bucket is still sealed) is
+        // ours too. Anything else at the path is someone's file and is never overwritten.
+        let partial = partial_path(&path);
+        remove_partial(&partial)?;
         if path.exists() {
-            return Err(MaintenanceError::ArchiveExists(path));
+            if self.is_own_unswapped_archive(&path, &bucket) {
+                tracing::info!(path = %path.display(), "replacing the archive an interrupted run left");
+                std::fs::remove_file(&path).map_err(|source| MaintenanceError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            } else {
+                return Err(MaintenanceError::ArchiveExists(path));
+            }
         }
         let io = |source| MaintenanceError::Io {
             path: path.clone(),
             source,
         };
-        // Create the file exclusively, so that two archivers never write the same file.
+        // Written under a temporary name and renamed into place once complete and synced, so
+        // the archive's own name only ever holds a whole archive. Created exclusively, so two
+        // archivers never write the same file.
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)
+            .open(&partial)
             .map_err(|error| match error.kind() {
-                std::io::ErrorKind::AlreadyExists => MaintenanceError::ArchiveExists(path.clone()),
+                std::io::ErrorKind::AlreadyExists => {
+                    MaintenanceError::ArchiveExists(partial.clone())
+                }
                 _ => io(error),
             })?;
-        let path = path.canonicalize().map_err(io)?;
+        let partial = partial.canonicalize().map_err(io)?;
+        let path = partial_target(&partial);
 
-        let written = self.write_archive(&mut conn, &bucket, &path);
-        let events = match written {
+        let written = self.write_archive(&mut conn, &bucket, &partial);
+        let events = match written.and_then(|events| {
+            rename_synced(&partial, &path)?;
+            Ok(events)
+        }) {
             Ok(events) => events,
             Err(error) => {
                 let _ = conn.execute_batch("DETACH DATABASE archive");
-                let _ = std::fs::remove_file(&path);
+                let _ = remove_partial(&partial);
                 return Err(error);
             }
         };
@@ -287,6 +339,36 @@ impl Store {
                 Err(error)
             }
         }
+    }
+
+    /// Whether `path` is a complete archive of `bucket` written from this store: the file an
+    /// archive run leaves when it is killed after the rename and before the live store's
+    /// transaction committed. Any doubt (unreadable, another application, another bucket or
+    /// store) is "no".
+    fn is_own_unswapped_archive(&self, path: &Path, bucket: &BucketInfo) -> bool {
+        let Ok(conn) =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        else {
+            return false;
+        };
+        let info = |key: &str| -> Option<String> {
+            conn.query_row(
+                "SELECT value FROM archive_info WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .ok()
+        };
+        let application_id: Option<i32> = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .ok();
+        let source = self.path().map(|p| p.to_string_lossy().into_owned());
+        application_id == Some(ARCHIVE_APPLICATION_ID)
+            && bucket.state == BucketState::Sealed
+            && info("bucket_id") == Some(bucket.id.to_string())
+            && info("event_count") == Some(bucket.event_count.to_string())
+            && source.is_some()
+            && info("source_store") == source
     }
 
     fn archive_path_for(&self, bucket: &BucketInfo, destination: &Path) -> PathBuf {
@@ -338,8 +420,15 @@ impl Store {
                     metadata    BLOB NOT NULL,
                     stream_key  INTEGER NOT NULL,
                     type_key    INTEGER NOT NULL,
-                    checksum    INTEGER NOT NULL
+                    checksum    INTEGER NOT NULL,
+                    tags        BLOB
                  );
+                 CREATE TABLE archive.event_tags (
+                    position INTEGER NOT NULL,
+                    tag      TEXT NOT NULL,
+                    PRIMARY KEY (position, tag)
+                 ) WITHOUT ROWID;
+                 CREATE INDEX archive.event_tags_tag ON event_tags (tag, position);
                  CREATE INDEX archive.events_stream ON events (stream_id, version);
                  CREATE INDEX archive.events_type ON events (event_type, recorded_at);
                  CREATE VIEW archive.events_readable AS
@@ -354,9 +443,9 @@ impl Store {
                 &format!(
                     "INSERT INTO archive.events
                         (position, stream_id, version, event_type, event_id, recorded_at, data,
-                         metadata, stream_key, type_key, checksum)
+                         metadata, stream_key, type_key, checksum, tags)
                      SELECT e.position, s.stream_id, e.version, t.name, e.event_id, e.recorded_at,
-                            e.data, e.metadata, e.stream_key, e.type_key, e.checksum
+                            e.data, e.metadata, e.stream_key, e.type_key, e.checksum, e.tags
                      FROM main.{table} e
                      JOIN main.streams s ON s.stream_key = e.stream_key
                      JOIN main.event_types t ON t.type_key = e.type_key
@@ -365,6 +454,7 @@ impl Store {
                 ),
                 [],
             )? as u64;
+            copy_tags_as_text(&tx, &bucket.table_name)?;
             let in_table: i64 = tx.query_row(
                 &format!("SELECT count(*) FROM main.{}", bucket.table_name),
                 [],
@@ -517,4 +607,62 @@ impl Store {
         let conn = self.maintenance_connection()?;
         Ok(store_bytes(self.location(), &conn)?)
     }
+}
+
+/// Suffix of the temporary name maintenance writes a file under before renaming it into place
+/// (archives here, `strata export --output` in the CLI). A file with this suffix (or its SQLite
+/// `-journal`) is the leftover of a run that was killed: the next run replaces it and
+/// `Store::check` lists it in `stray_files`.
+pub const PARTIAL_SUFFIX: &str = ".strata-partial";
+
+/// The temporary name of `path`: `path` + [`PARTIAL_SUFFIX`].
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(PARTIAL_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The final name of a temporary `partial` path (the inverse of [`partial_path`]).
+fn partial_target(partial: &Path) -> PathBuf {
+    let text = partial.as_os_str().to_string_lossy();
+    PathBuf::from(
+        text.strip_suffix(PARTIAL_SUFFIX)
+            .unwrap_or(&text)
+            .to_owned(),
+    )
+}
+
+/// Removes a leftover temporary file and its SQLite rollback journal, if present.
+fn remove_partial(partial: &Path) -> Result<(), MaintenanceError> {
+    let mut journal = partial.as_os_str().to_owned();
+    journal.push("-journal");
+    for file in [partial.to_path_buf(), PathBuf::from(journal)] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {
+                tracing::info!(path = %file.display(), "removed the leftover of an interrupted run")
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(MaintenanceError::Io { path: file, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Renames a complete, synced file into place and syncs its directory, so that after a power
+/// cut the file is under one name or the other, whole.
+pub fn rename_synced(from: &Path, to: &Path) -> Result<(), MaintenanceError> {
+    let io = |source| MaintenanceError::Io {
+        path: to.to_path_buf(),
+        source,
+    };
+    std::fs::File::open(from)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(from, to).map_err(io)?;
+    if let Some(dir) = to.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@
 //! | `strata_appends` | counter | append requests committed (retries answered as already stored included) |
 //! | `strata_append_events` | counter | events written |
 //! | `strata_append_bytes` | counter | data + metadata bytes written |
-//! | `strata_append_conflicts` | counter | appends refused by their expected version |
+//! | `strata_append_conflicts` | counter | appends refused by their expected version or their DCB condition |
 //! | `strata_append_errors` | counter | appends failed otherwise (invalid, duplicate id, SQLite) |
 //! | `strata_commits` | counter | write transactions (group commit: one per batch of appends) |
 //! | `strata_append_latency_seconds` | histogram | from `append` being queued to its commit |
@@ -136,7 +136,7 @@ impl Metrics {
         );
         registry.register(
             "append_conflicts",
-            "Appends refused because of their expected version",
+            "Appends refused because of their expected version or their DCB condition",
             metrics.conflicts.clone(),
         );
         registry.register(
@@ -239,7 +239,7 @@ impl Metrics {
                         Ordering::Relaxed,
                     );
                 }
-                Err(AppendError::Conflict { .. }) => {
+                Err(AppendError::Conflict { .. } | AppendError::ConditionFailed { .. }) => {
                     self.conflicts.inc();
                 }
                 Err(_) => {
@@ -401,7 +401,7 @@ pub struct MetricsSnapshot {
     pub events: u64,
     /// Data + metadata bytes written.
     pub bytes: u64,
-    /// Appends refused by their expected version.
+    /// Appends refused by their expected version or their DCB condition.
     pub conflicts: u64,
     /// Appends that failed otherwise.
     pub append_errors: u64,

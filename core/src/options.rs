@@ -80,6 +80,18 @@ pub mod limits {
     pub const MAX_READ_CONNECTIONS: usize = 64;
     /// Largest `cache_bytes` accepted (16 GiB).
     pub const MAX_CACHE_BYTES: u64 = 16 << 30;
+    /// Largest `index_merge_entries` accepted.
+    pub const MAX_INDEX_MERGE_ENTRIES: u64 = 1 << 20;
+    /// Level 1 of the indexes is merged into level 2 at this many times `index_merge_entries`.
+    pub const INDEX_LEVEL1_FACTOR: u64 = 16;
+    /// Longest tag, in bytes (UTF-8); the shortest is 1.
+    pub const MAX_TAG_BYTES: usize = 255;
+    /// Most tags one event carries (after removing repeats).
+    pub const MAX_TAGS_PER_EVENT: usize = 64;
+    /// Most items in one query (each item costs index lookups on every conditional append).
+    pub const MAX_QUERY_ITEMS: usize = 256;
+    /// Most event types, and most tags, in one query item.
+    pub const MAX_QUERY_ITEM_ENTRIES: usize = 64;
 }
 
 /// Options for [`crate::Store::open`]. Start from `Options::default()` and change fields.
@@ -114,6 +126,16 @@ pub struct Options {
     /// connection; `None` (the default) leaves SQLite's own limit. An append that would grow the
     /// file past it fails with SQLite's `SQLITE_FULL` and stores nothing, as on a full disk.
     pub max_page_count: Option<u32>,
+    /// Entries that level 0 of the stream and id indexes collects before the writer merges it
+    /// into level 1 (level 1 goes into the merged level at `INDEX_LEVEL1_FACTOR` times this).
+    /// Larger means fewer, bigger merges; smaller means smaller level tables per commit.
+    /// Default 4,096; 1..=`MAX_INDEX_MERGE_ENTRIES`. Tests set it low to exercise merges.
+    pub index_merge_entries: u64,
+    /// The name of a registered SQLite VFS to open the store file through (every connection);
+    /// `None` (the default) is SQLite's default VFS. For tests that put a VFS between SQLite
+    /// and the disk, such as the power-loss simulation of `testvfs`; ignored for in-memory
+    /// stores.
+    pub vfs: Option<String>,
 }
 
 impl Default for Options {
@@ -130,6 +152,8 @@ impl Default for Options {
             busy_timeout_ms: 5_000,
             cache_bytes: 64 * 1024 * 1024,
             max_page_count: None,
+            index_merge_entries: 4_096,
+            vfs: None,
         }
     }
 }
@@ -147,6 +171,8 @@ impl fmt::Debug for Options {
             .field("busy_timeout_ms", &self.busy_timeout_ms)
             .field("cache_bytes", &self.cache_bytes)
             .field("max_page_count", &self.max_page_count)
+            .field("index_merge_entries", &self.index_merge_entries)
+            .field("vfs", &self.vfs)
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +219,13 @@ impl Options {
         check(
             self.cache_bytes as u64 <= limits::MAX_CACHE_BYTES,
             format!("cache_bytes must be 0..={}", limits::MAX_CACHE_BYTES),
+        )?;
+        check(
+            (1..=limits::MAX_INDEX_MERGE_ENTRIES).contains(&self.index_merge_entries),
+            format!(
+                "index_merge_entries must be 1..={}",
+                limits::MAX_INDEX_MERGE_ENTRIES
+            ),
         )?;
         Ok(())
     }

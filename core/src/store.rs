@@ -8,7 +8,6 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
-use uuid::Uuid;
 
 use crate::cache::{self as event_cache, CacheStats, EventCache};
 use crate::catalog::{self, BucketInfo, StreamInfo};
@@ -113,6 +112,7 @@ impl Store {
             bucket_width,
             notifier.clone(),
             metrics.clone(),
+            options.index_merge_entries,
         );
         let writer_thread = std::thread::Builder::new()
             .name("strata-writer".into())
@@ -171,19 +171,35 @@ impl Store {
 
     /// Appends to several streams atomically, each with its own expected version: either every
     /// part is stored or none is. Results come in the order of `parts`.
-    pub fn append_multi(
+    pub fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, AppendError> {
+        self.send_append(parts, None)
+    }
+
+    /// Validates an append (and its condition), gives every event its id and its tags their
+    /// stored order, and hands it to the writer.
+    pub(crate) fn send_append(
         &self,
         mut parts: Vec<StreamAppend>,
+        condition: Option<crate::query::AppendCondition>,
     ) -> Result<Vec<AppendResult>, AppendError> {
-        validate_append(&parts, &self.inner.options)?;
         for part in &mut parts {
             for event in &mut part.events {
-                event.event_id.get_or_insert_with(Uuid::now_v7);
+                crate::tags::normalize(&mut event.tags);
+            }
+        }
+        validate_append(&parts, &self.inner.options)?;
+        if let Some(condition) = &condition {
+            condition.fail_if_events_match.validate()?;
+        }
+        for part in &mut parts {
+            for event in &mut part.events {
+                event.event_id.get_or_insert_with(crate::event_id::generate);
             }
         }
         let (reply, result) = crossbeam_channel::bounded(1);
         let request = AppendRequest {
             parts,
+            condition,
             reply,
             enqueued: std::time::Instant::now(),
         };
@@ -365,7 +381,7 @@ impl Store {
         self.inner.cache.clear();
     }
 
-    pub(crate) fn notifier(&self) -> &CommitNotifier {
+    pub(crate) fn notifier(&self) -> &Arc<CommitNotifier> {
         &self.inner.notifier
     }
 
@@ -412,6 +428,15 @@ fn validate_append(parts: &[StreamAppend], options: &Options) -> Result<(), Inva
                     len: payload,
                     limit: options.max_payload_bytes,
                 });
+            }
+            if event.tags.len() > limits::MAX_TAGS_PER_EVENT {
+                return Err(InvalidInput::TooManyTags {
+                    count: event.tags.len(),
+                    limit: limits::MAX_TAGS_PER_EVENT,
+                });
+            }
+            for tag in &event.tags {
+                crate::query::check_tag(tag)?;
             }
             if let Some(id) = event.event_id {
                 if !ids.insert(id) {

@@ -19,12 +19,14 @@
 //! SQL of each page read.
 //!
 //! **Commits by other processes.** The writer of this process wakes waiters at once. Commits by
-//! another process sharing the file (the CLI, another app) are noticed by a periodic check: a
-//! waiting subscription waits on the commit condition variable with a timeout of
-//! `external_check_interval` (default 100 ms), and on each timeout reads the next page from
-//! SQLite (a cheap indexed read that returns nothing when there is nothing new). It is a bounded
-//! wait on the notifier, not a sleep loop: commits in this process still wake it at once. Set the
-//! interval to `None` when only this process writes, to never read without a notification.
+//! another process sharing the file (the CLI, another app) are announced through the same
+//! condition variable by the store's commit watcher (`notify.rs`: one thread per store, started
+//! by the first waiting subscription, watching SQLite's `data_version` on a connection of its
+//! own every millisecond). As a fallback for when that watcher cannot run, a waiting
+//! subscription also bounds its wait by `external_check_interval` (default 100 ms) and then
+//! reads the next page (a cheap indexed read that returns nothing when there is nothing new).
+//! Set the interval to `None` when only this process writes: then neither the watcher nor the
+//! periodic read happens.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use crate::catalog;
 use crate::error::{InvalidInput, ReadError};
 use crate::event::{Event, Position};
 use crate::options::limits;
+use crate::query::Query;
 use crate::reader::{self, EventFilter};
 use crate::store::Store;
 
@@ -59,6 +62,8 @@ pub struct SubscriptionFilter {
     pub stream_prefix: Option<String>,
     /// Only events of these types.
     pub event_types: Option<Vec<String>>,
+    /// Only events matching this DCB query, read through the tag index.
+    pub query: Option<Query>,
 }
 
 impl SubscriptionFilter {
@@ -101,6 +106,14 @@ impl SubscriptionFilter {
         self
     }
 
+    /// The events matching a DCB query (see [`Query`]).
+    pub fn query(query: Query) -> Self {
+        SubscriptionFilter {
+            query: Some(query),
+            ..Default::default()
+        }
+    }
+
     /// Whether `event` passes this filter (the same test the SQL makes).
     pub fn matches(&self, event: &Event) -> bool {
         self.stream
@@ -114,6 +127,7 @@ impl SubscriptionFilter {
                 .event_types
                 .as_ref()
                 .is_none_or(|types| types.iter().any(|t| *t == *event.event_type))
+            && self.query.as_ref().is_none_or(|query| query.matches(event))
     }
 }
 
@@ -168,6 +182,9 @@ impl Subscription {
             if name.is_empty() || name.len() > limits::MAX_EVENT_TYPE_BYTES {
                 return Err(InvalidInput::EventTypeLength { len: name.len() }.into());
             }
+        }
+        if let Some(query) = &filter.query {
+            query.validate()?;
         }
         if let Some(stream) = &filter.stream {
             if stream.is_empty() || stream.len() > limits::MAX_STREAM_ID_BYTES {
@@ -286,6 +303,10 @@ impl Subscription {
                 None => Duration::from_secs(3_600),
             };
             if let (Some(at), Some(interval)) = (self.last_read, self.external_check) {
+                // Other processes' commits are announced by the notifier's watcher; the bounded
+                // wait stays as the fallback for when it could not start or has stopped.
+                let store = &self.store;
+                notifier.watch_other_processes(|| store.path());
                 wait = wait.min(interval.saturating_sub(at.elapsed()));
             }
             notifier.wait_past(self.sql.from - 1, wait);
@@ -307,6 +328,7 @@ impl Subscription {
             None
         };
         let page_size = self.page_size;
+        let query = self.filter.query.as_ref();
         let sql = &mut self.sql;
         let (head, page, types_found, stream_found) =
             self.store.readers().with_snapshot(|conn, pool| {
@@ -330,6 +352,9 @@ impl Subscription {
                 let unknown_stream = stream.is_some() && !stream_found;
                 let page = if sql.from > head || unknown_stream {
                     Vec::new()
+                } else if let Some(query) = query {
+                    // The query drives the read; the filter's other parts narrow its page.
+                    crate::dcb::read_query_in(conn, pool, query, sql.from - 1, page_size)?
                 } else {
                     reader::read_filtered(conn, pool, sql, page_size)?
                 };
@@ -348,6 +373,10 @@ impl Subscription {
             head
         };
         self.sql.from = self.sql.from.max(scanned_through + 1);
+        let mut page = page;
+        if self.filter.query.is_some() {
+            page.retain(|event| self.filter.matches(event));
+        }
         self.page = page.into_iter();
         Ok(())
     }

@@ -10,7 +10,6 @@
 //! of every transaction, inside the write lock, so that other processes appending to the same
 //! file keep positions gap-free.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,15 +21,21 @@ use crate::catalog;
 use crate::checksum::event_checksum;
 use crate::clock::{bucket_range, Clock};
 use crate::error::AppendError;
-use crate::event::{AppendResult, Position, StreamAppend};
+use crate::event::{AppendResult, Position, StreamAppend, StreamVersion};
+use crate::index::{self, IdEntry};
 use crate::metrics::Metrics;
 use crate::notify::CommitNotifier;
 use crate::options::{limits, BucketWidth};
+use crate::query::AppendCondition;
 use crate::schema;
+use crate::staged::Staged;
+use crate::tags::{self, ScanError};
 
 /// One append call: one or more streams, all or nothing. Every event already has its id.
 pub(crate) struct AppendRequest {
     pub parts: Vec<StreamAppend>,
+    /// Checked inside the request's savepoint, before anything is written (DCB).
+    pub condition: Option<AppendCondition>,
     pub reply: Sender<Result<Vec<AppendResult>, AppendError>>,
     /// When the appender queued it (append latency is measured from here).
     pub enqueued: Instant,
@@ -39,6 +44,15 @@ pub(crate) struct AppendRequest {
 impl AppendRequest {
     fn event_count(&self) -> usize {
         self.parts.iter().map(|part| part.events.len()).sum()
+    }
+
+    /// Tag index entries this request adds when it is stored.
+    fn tag_count(&self) -> usize {
+        self.parts
+            .iter()
+            .flat_map(|part| &part.events)
+            .map(|event| event.tags.len())
+            .sum()
     }
 }
 
@@ -90,10 +104,13 @@ pub(crate) struct Writer {
     width: BucketWidth,
     notifier: Arc<CommitNotifier>,
     metrics: Arc<Metrics>,
-    /// Event type name -> key, for types whose insertion is committed (types are never deleted).
-    type_keys: HashMap<String, i64>,
-    /// Types created by the current transaction; merged into `type_keys` on commit.
-    new_type_keys: HashMap<String, i64>,
+    /// What the writer knows of the file without reading it again.
+    known: Known,
+    /// Level 0 of the indexes is merged at this many entries (`Options::index_merge_entries`).
+    merge_entries: u64,
+    /// Entries in level 0 of the indexes, as far as this writer knows (other processes add
+    /// theirs unseen; whoever merges moves all of them).
+    unmerged: u64,
 }
 
 impl Writer {
@@ -104,6 +121,7 @@ impl Writer {
         width: BucketWidth,
         notifier: Arc<CommitNotifier>,
         metrics: Arc<Metrics>,
+        merge_entries: u64,
     ) -> Self {
         Writer {
             conn,
@@ -112,13 +130,15 @@ impl Writer {
             width,
             notifier,
             metrics,
-            type_keys: HashMap::new(),
-            new_type_keys: HashMap::new(),
+            known: Known::default(),
+            merge_entries,
+            unmerged: 0,
         }
     }
 
     /// Runs until every sender is dropped.
     pub(crate) fn run(mut self) {
+        self.unmerged = index::count(&self.conn, index::STREAM_LEVELS[0]).unwrap_or(0);
         while let Ok(first) = self.requests.recv() {
             let mut events = first.event_count();
             let mut batch = vec![first];
@@ -143,13 +163,23 @@ impl Writer {
         let started = Instant::now();
         match self.try_commit(&batch) {
             Ok((results, head)) => {
-                self.type_keys.extend(self.new_type_keys.drain());
+                self.known.commit(head.last_position);
                 let events: usize = results
                     .iter()
                     .filter_map(|r| r.as_ref().ok())
                     .flat_map(|parts| parts.iter())
                     .filter(|part| !part.already_stored)
                     .map(|part| (part.last_position - part.first_position + 1) as usize)
+                    .sum();
+                let tag_entries: usize = batch
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, result)| {
+                        result
+                            .as_ref()
+                            .is_ok_and(|parts| parts.iter().all(|part| !part.already_stored))
+                    })
+                    .map(|(request, _)| request.tag_count())
                     .sum();
                 self.notifier.committed(CommitSummary {
                     last_position: head.last_position,
@@ -160,9 +190,14 @@ impl Writer {
                     // An appender that gave up waiting is not an error.
                     let _ = request.reply.send(result);
                 }
+                // Tag entries fill level 0 of the tag index as events fill the others.
+                self.unmerged += (events + tag_entries) as u64;
+                if self.unmerged >= self.merge_entries {
+                    self.merge_index_levels();
+                }
             }
             Err(error) => {
-                self.new_type_keys.clear();
+                self.known.rollback_transaction();
                 tracing::warn!(%error, requests = batch.len(), "write transaction failed; nothing of it is stored");
                 self.metrics.record_failed_commit(batch.len());
                 for request in batch {
@@ -170,6 +205,32 @@ impl Writer {
                         .reply
                         .send(Err(AppendError::Sqlite(copy_sqlite_error(&error))));
                 }
+            }
+        }
+    }
+
+    /// Moves the indexes' level 0 down (see `index.rs`), in its own transaction after the
+    /// appenders of the last commit have their answers. A failure leaves the levels as they
+    /// were, which is still a correct index: it is logged and retried after more appends.
+    fn merge_index_levels(&mut self) {
+        let started = Instant::now();
+        let merged = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                let level1_entries = self.merge_entries * limits::INDEX_LEVEL1_FACTOR;
+                let moved = index::merge(&tx, level1_entries)?;
+                tags::merge(&tx, level1_entries)?;
+                tx.commit()?;
+                Ok(moved)
+            });
+        self.unmerged = 0;
+        match merged {
+            Ok(moved) => {
+                tracing::debug!(moved, elapsed = ?started.elapsed(), "merged index level 0")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "index merge failed; the levels stay as they were")
             }
         }
     }
@@ -185,22 +246,23 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut head = load_head(&tx)?;
+        self.known.begin(head.last_position);
         let mut results = Vec::with_capacity(batch.len());
         for request in batch {
             let before = head.clone();
-            tx.execute_batch("SAVEPOINT request")?;
+            tx.prepare_cached("SAVEPOINT request")?.execute([])?;
             let outcome = append_request(
                 &tx,
                 &mut head,
                 request,
                 self.clock.as_ref(),
                 self.width,
-                &self.type_keys,
-                &mut self.new_type_keys,
+                &mut self.known,
             );
             match outcome {
                 Ok(result) => {
-                    tx.execute_batch("RELEASE request")?;
+                    tx.prepare_cached("RELEASE request")?.execute([])?;
+                    self.known.release_request();
                     results.push(Ok(result));
                 }
                 Err(failure) => {
@@ -215,10 +277,10 @@ impl Writer {
                             ),
                         });
                     }
-                    tx.execute_batch("ROLLBACK TO request; RELEASE request")?;
+                    tx.prepare_cached("ROLLBACK TO request")?.execute([])?;
+                    tx.prepare_cached("RELEASE request")?.execute([])?;
                     head = before;
-                    // Types created inside the rolled-back savepoint no longer exist.
-                    self.new_type_keys.clear();
+                    self.known.rollback_request();
                     let error = match failure {
                         RequestFailure::Append(error) => Err(error),
                         RequestFailure::EventIdExists => find_already_stored(&tx, &request.parts)
@@ -336,29 +398,112 @@ fn ensure_bucket(
     Ok(())
 }
 
-fn type_key(
-    conn: &Connection,
-    name: &str,
-    committed: &HashMap<String, i64>,
-    created: &mut HashMap<String, i64>,
-) -> rusqlite::Result<i64> {
-    if let Some(key) = committed.get(name).or_else(|| created.get(name)) {
-        return Ok(*key);
-    }
-    let existing: Option<i64> = conn
-        .prepare_cached("SELECT type_key FROM event_types WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))
-        .optional()?;
-    let key = match existing {
-        Some(key) => key,
-        None => {
-            conn.prepare_cached("INSERT INTO event_types (name) VALUES (?1)")?
-                .execute([name])?;
-            conn.last_insert_rowid()
+/// A stream as the writer last saw it.
+#[derive(Clone, Copy, Debug)]
+struct KnownStream {
+    key: i64,
+    version: StreamVersion,
+}
+
+/// Most streams whose version the writer keeps in memory.
+const KNOWN_STREAMS: usize = 65_536;
+/// Most event type names whose key the writer keeps in memory.
+const KNOWN_TYPES: usize = 4_096;
+
+/// What the writer learnt of the file: type keys (types are never deleted) and stream versions.
+/// Stream versions stay valid only while no other process appends: `begin` forgets them when
+/// the head of the log is not where this writer's last commit left it.
+struct Known {
+    type_keys: Staged<String, i64>,
+    streams: Staged<String, KnownStream>,
+    /// The head of the log after this writer's last commit.
+    head_after_last_commit: Option<Position>,
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Known {
+            type_keys: Staged::new(KNOWN_TYPES),
+            streams: Staged::new(KNOWN_STREAMS),
+            head_after_last_commit: None,
         }
-    };
-    created.insert(name.to_owned(), key);
-    Ok(key)
+    }
+}
+
+impl Known {
+    /// Called with the head read inside `BEGIN IMMEDIATE`.
+    fn begin(&mut self, head: Position) {
+        if self.head_after_last_commit != Some(head) {
+            self.streams.clear();
+        }
+    }
+
+    fn commit(&mut self, head: Position) {
+        self.type_keys.commit();
+        self.streams.commit();
+        self.head_after_last_commit = Some(head);
+    }
+
+    fn rollback_transaction(&mut self) {
+        self.type_keys.rollback_transaction();
+        self.streams.rollback_transaction();
+        self.head_after_last_commit = None;
+    }
+
+    fn release_request(&mut self) {
+        self.type_keys.release_request();
+        self.streams.release_request();
+    }
+
+    fn rollback_request(&mut self) {
+        self.type_keys.rollback_request();
+        self.streams.rollback_request();
+    }
+
+    /// The stream's key and version, from memory or from the file.
+    fn stream(
+        &mut self,
+        conn: &Connection,
+        stream_id: &str,
+    ) -> rusqlite::Result<Option<KnownStream>> {
+        if let Some(known) = self.streams.get(stream_id) {
+            return Ok(Some(*known));
+        }
+        let found = catalog::find_stream(conn, stream_id)?.map(|(key, info)| KnownStream {
+            key,
+            version: info.version,
+        });
+        if let Some(known) = found {
+            self.streams.set(stream_id.to_owned(), known);
+        }
+        Ok(found)
+    }
+
+    fn set_stream(&mut self, stream_id: &str, key: i64, version: StreamVersion) {
+        self.streams
+            .set(stream_id.to_owned(), KnownStream { key, version });
+    }
+
+    /// The key of an event type, created when new.
+    fn type_key(&mut self, conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+        if let Some(key) = self.type_keys.get(name) {
+            return Ok(*key);
+        }
+        let existing: Option<i64> = conn
+            .prepare_cached("SELECT type_key FROM event_types WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        let key = match existing {
+            Some(key) => key,
+            None => {
+                conn.prepare_cached("INSERT INTO event_types (name) VALUES (?1)")?
+                    .execute([name])?;
+                conn.last_insert_rowid()
+            }
+        };
+        self.type_keys.set(name.to_owned(), key);
+        Ok(key)
+    }
 }
 
 fn is_unique_violation(error: &rusqlite::Error) -> bool {
@@ -375,14 +520,13 @@ fn append_request(
     request: &AppendRequest,
     clock: &dyn Clock,
     width: BucketWidth,
-    committed_types: &HashMap<String, i64>,
-    created_types: &mut HashMap<String, i64>,
+    known: &mut Known,
 ) -> Result<Vec<AppendResult>, RequestFailure> {
     // Phase 1: every expected version, before anything is written.
     let mut streams = Vec::with_capacity(request.parts.len());
     for part in &request.parts {
-        let found = catalog::find_stream(conn, &part.stream_id)?;
-        let current = found.as_ref().map_or(0, |(_, info)| info.version);
+        let found = known.stream(conn, &part.stream_id)?;
+        let current = found.map_or(0, |stream| stream.version);
         if !part.expected.accepts(current) {
             // A retry of an append that was stored fails its check now: answer it as a retry.
             if let Some(stored) =
@@ -398,48 +542,48 @@ fn append_request(
         }
         streams.push(found);
     }
+    if let Some(condition) = &request.condition {
+        if let Some(position) = condition_conflict(conn, condition, head.last_position)? {
+            // A retry of an append that was stored matches its own condition: answer it as a
+            // retry, as with expected versions.
+            if let Some(stored) =
+                find_already_stored(conn, &request.parts).map_err(RequestFailure::Append)?
+            {
+                return Ok(stored);
+            }
+            return Err(RequestFailure::Append(AppendError::ConditionFailed {
+                position,
+                after: condition.after,
+            }));
+        }
+    }
 
     // Phase 2: write. The clock never goes backwards: clamp to the last recorded time.
     let now = clock.now_micros().max(head.last_recorded_at);
     ensure_bucket(conn, head, width, now)?;
     head.last_recorded_at = now;
-    let bucket = head
+    let table = &head
         .active
-        .clone()
-        .expect("ensure_bucket leaves an active bucket");
+        .as_ref()
+        .expect("ensure_bucket leaves an active bucket")
+        .table;
     let mut insert_event = conn.prepare_cached(&format!(
-        "INSERT INTO {} (position, stream_key, version, type_key, event_id, recorded_at, data, metadata, checksum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        bucket.table
+        "INSERT INTO {table} (position, stream_key, version, type_key, event_id, recorded_at, data, metadata, checksum, tags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     ))?;
-    let mut insert_id = conn.prepare_cached(
-        "INSERT INTO event_ids (event_id, position, stream_key, version) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-
     let mut results = Vec::with_capacity(request.parts.len());
     for (part, found) in request.parts.iter().zip(streams) {
         let first_position = head.last_position + 1;
-        let (stream_key, mut version, in_bucket) = match found {
-            Some((key, info)) => {
-                let in_bucket = bucket
-                    .first_position
-                    .is_some_and(|first| info.last_position >= first);
-                (key, info.version, in_bucket)
-            }
+        let (stream_key, mut version) = match found {
+            Some(stream) => (stream.key, stream.version),
             None => {
                 conn.prepare_cached(
-                    "INSERT INTO streams (stream_id, version, first_position, last_position) VALUES (?1, 0, ?2, ?2)",
+                    "INSERT INTO streams (stream_id, first_position) VALUES (?1, ?2)",
                 )?
                 .execute(params![part.stream_id, first_position as i64])?;
-                (conn.last_insert_rowid(), 0, false)
+                (conn.last_insert_rowid(), 0)
             }
         };
-        if !in_bucket {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO stream_buckets (stream_key, bucket_id, first_version) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![stream_key, bucket.id, (version + 1) as i64])?;
-        }
         let mut event_ids = Vec::with_capacity(part.events.len());
         for event in &part.events {
             let event_id = event
@@ -447,7 +591,8 @@ fn append_request(
                 .expect("ids are assigned before the request is queued");
             let position = head.last_position + 1;
             version += 1;
-            let type_key = type_key(conn, &event.event_type, committed_types, created_types)?;
+            let type_key = known.type_key(conn, &event.event_type)?;
+            let tag_bytes = tags::encode(&event.tags);
             let checksum = event_checksum(
                 position,
                 stream_key,
@@ -457,6 +602,7 @@ fn append_request(
                 now,
                 &event.data,
                 &event.metadata,
+                tag_bytes.as_deref().unwrap_or_default(),
             );
             insert_event.execute(params![
                 position as i64,
@@ -468,30 +614,29 @@ fn append_request(
                 &event.data[..],
                 &event.metadata[..],
                 i64::from(checksum),
+                tag_bytes,
             ])?;
-            match insert_id.execute(params![
-                &event_id.as_bytes()[..],
-                position as i64,
+            let entry = IdEntry {
+                position,
                 stream_key,
-                version as i64
-            ]) {
-                Ok(_) => {}
+                version,
+            };
+            if index::id_in_merged_levels(conn, event_id.as_bytes())? {
+                return Err(RequestFailure::EventIdExists);
+            }
+            match index::insert_id(conn, event_id.as_bytes(), entry) {
+                Ok(()) => {}
                 Err(error) if is_unique_violation(&error) => {
                     return Err(RequestFailure::EventIdExists)
                 }
                 Err(error) => return Err(error.into()),
             }
+            index::insert_stream_entry(conn, entry)?;
+            tags::insert_entries(conn, &event.tags, position, type_key)?;
             head.last_position = position;
             event_ids.push(event_id);
         }
-        conn.prepare_cached(
-            "UPDATE streams SET version = ?1, last_position = ?2 WHERE stream_key = ?3",
-        )?
-        .execute(params![
-            version as i64,
-            head.last_position as i64,
-            stream_key
-        ])?;
+        known.set_stream(&part.stream_id, stream_key, version);
         let active = head.active.as_mut().expect("active bucket");
         active.first_position.get_or_insert(first_position);
         active.last_position = Some(head.last_position);
@@ -512,89 +657,120 @@ fn append_request(
     Ok(results)
 }
 
-/// Whether `parts` were stored before by an append with the same ids: every id stored, in the
-/// same stream, at consecutive versions in the same order. `Ok(None)` when none of the ids is
-/// stored; an error when only some are, or elsewhere.
+/// The first position after the condition's `after` whose event matches its query, as this
+/// transaction sees the file (the requests before this one in the same commit included).
+fn condition_conflict(
+    conn: &Connection,
+    condition: &AppendCondition,
+    head: Position,
+) -> Result<Option<Position>, RequestFailure> {
+    tags::first_match_after(conn, &condition.fail_if_events_match, condition.after, head).map_err(
+        |error| match error {
+            ScanError::Sqlite(error) => RequestFailure::Append(AppendError::Sqlite(error)),
+            ScanError::Unavailable(bucket) => RequestFailure::Append(AppendError::Invalid(
+                crate::error::InvalidInput::Other(format!(
+                    "the append condition names event types without tags, and positions {}..={} after its `after` ({}) are {} (bucket {}): their types cannot be checked; add a tag to the query item or a later `after`",
+                    bucket.first_position.unwrap_or_default(),
+                    bucket.last_position.unwrap_or_default(),
+                    condition.after,
+                    bucket.state.as_str(),
+                    bucket.id
+                )),
+            )),
+        },
+    )
+}
+
+/// Whether `parts` were stored before by the same append: every id stored, in the same stream,
+/// at consecutive versions in the same order, with the same type, data and metadata.
+/// `Ok(None)` when none of the ids is stored; an error naming an id when only some are, when
+/// one is stored elsewhere, or when its stored content differs (a client that reused an id for
+/// another event must hear so, not "already stored").
 fn find_already_stored(
     conn: &Connection,
     parts: &[StreamAppend],
 ) -> Result<Option<Vec<AppendResult>>, AppendError> {
-    let mut lookup = conn.prepare_cached(
-        "SELECT position, stream_key, version FROM event_ids WHERE event_id = ?1",
-    )?;
-    let mut found_any = false;
-    let mut first_missing: Option<Uuid> = None;
+    let mut found_any: Option<(Uuid, Position)> = None;
+    let mut any_missing = false;
     let mut results = Vec::with_capacity(parts.len());
     for part in parts {
         let stream_key = catalog::find_stream(conn, &part.stream_id)?.map(|(key, _)| key);
-        let mut rows = Vec::with_capacity(part.events.len());
+        let mut rows: Vec<(Uuid, IdEntry)> = Vec::with_capacity(part.events.len());
         for event in &part.events {
             let Some(event_id) = event.event_id else {
-                first_missing.get_or_insert(Uuid::nil());
+                any_missing = true;
                 continue;
             };
-            let row: Option<(i64, i64, i64)> = lookup
-                .query_row([&event_id.as_bytes()[..]], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?;
-            match row {
-                Some((position, key, version)) => {
-                    found_any = true;
-                    let in_place = Some(key) == stream_key
-                        && rows.last().is_none_or(
-                            |&(_, _, previous_version): &(Uuid, i64, i64)| {
-                                version == previous_version + 1
-                            },
-                        );
-                    if !in_place {
-                        return Err(AppendError::DuplicateEventId {
-                            event_id,
-                            position: position as u64,
-                        });
-                    }
-                    rows.push((event_id, position, version));
-                }
-                None => {
-                    first_missing.get_or_insert(event_id);
-                }
+            let Some(entry) = index::find_event_id(conn, event_id.as_bytes())? else {
+                any_missing = true;
+                continue;
+            };
+            found_any.get_or_insert((event_id, entry.position));
+            let in_place = Some(entry.stream_key) == stream_key
+                && rows
+                    .last()
+                    .is_none_or(|(_, previous)| entry.version == previous.version + 1);
+            if !in_place || !same_content(conn, entry.position, event)? {
+                return Err(AppendError::DuplicateEventId {
+                    event_id,
+                    position: entry.position,
+                });
             }
+            rows.push((event_id, entry));
         }
         if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
             results.push(AppendResult {
                 stream_id: part.stream_id.clone(),
-                first_position: first.1 as u64,
-                last_position: last.1 as u64,
-                last_version: last.2 as u64,
+                first_position: first.1.position,
+                last_position: last.1.position,
+                last_version: last.1.version,
                 event_ids: rows.iter().map(|row| row.0).collect(),
                 already_stored: true,
             });
         }
     }
-    if !found_any {
-        return Ok(None);
-    }
-    if first_missing.is_some() {
+    match found_any {
+        None => Ok(None),
         // Some ids are stored and some are not: not a retry of one append.
-        let stored = parts
-            .iter()
-            .flat_map(|part| part.events.iter())
-            .filter_map(|event| event.event_id)
-            .find_map(|id| {
-                lookup
-                    .query_row([&id.as_bytes()[..]], |r| r.get::<_, i64>(0))
-                    .optional()
-                    .ok()
-                    .flatten()
-                    .map(|position| (id, position))
-            })
-            .expect("found_any means one id is stored");
-        return Err(AppendError::DuplicateEventId {
-            event_id: stored.0,
-            position: stored.1 as u64,
-        });
+        Some((event_id, position)) if any_missing => {
+            Err(AppendError::DuplicateEventId { event_id, position })
+        }
+        Some(_) => Ok(Some(results)),
     }
-    Ok(Some(results))
+}
+
+/// An event's type name, data, metadata and stored tags.
+type StoredContent = (String, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// Whether the live event at `position` has `event`'s type, data, metadata and tags. An event no
+/// longer in the live store (archived or dropped) cannot be compared and counts as the same.
+fn same_content(
+    conn: &Connection,
+    position: Position,
+    event: &crate::event::NewEvent,
+) -> Result<bool, AppendError> {
+    for bucket in catalog::list_buckets(conn)?.iter().rev() {
+        if !bucket.state.is_live() || bucket.first_position.is_some_and(|first| first > position) {
+            continue;
+        }
+        let stored: Option<StoredContent> = conn
+            .prepare_cached(&format!(
+                "SELECT t.name, e.data, e.metadata, e.tags FROM {} e JOIN event_types t ON t.type_key = e.type_key
+                 WHERE e.position = ?1",
+                bucket.table_name
+            ))?
+            .query_row([position as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        if let Some((event_type, data, metadata, stored_tags)) = stored {
+            return Ok(event_type == event.event_type
+                && data[..] == event.data[..]
+                && metadata[..] == event.metadata[..]
+                && stored_tags == tags::encode(&event.tags));
+        }
+    }
+    Ok(true)
 }
 
 /// A copy of an SQLite error for each request of a failed batch (rusqlite's error is not Clone).

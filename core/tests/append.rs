@@ -506,3 +506,56 @@ fn generated_ids_are_unique_and_returned() {
         .collect();
     assert_eq!(stored, result.event_ids);
 }
+
+#[test]
+fn a_retry_with_the_same_ids_but_other_content_is_an_error_naming_the_id() {
+    for index_merge_entries in [1, 4_096] {
+        // 1: the first append's ids are merged before the retry; 4,096: still in level 0.
+        let store = Store::open_in_memory(strata::Options {
+            index_merge_entries,
+            ..strata::Options::default()
+        })
+        .unwrap();
+        let id = Uuid::new_v4();
+        let original = || {
+            NewEvent::new("order_placed", b"amount=10".to_vec())
+                .with_metadata(b"m".to_vec())
+                .with_id(id)
+        };
+        let stored = store
+            .append("order-1", ExpectedVersion::NoStream, vec![original()])
+            .unwrap();
+        // The same append again is a retry.
+        let retry = store
+            .append("order-1", ExpectedVersion::NoStream, vec![original()])
+            .unwrap();
+        assert!(retry.already_stored);
+        let changed = [
+            NewEvent::new("order_placed", b"amount=99".to_vec())
+                .with_metadata(b"m".to_vec())
+                .with_id(id),
+            NewEvent::new("order_placed", b"amount=10".to_vec())
+                .with_metadata(b"other".to_vec())
+                .with_id(id),
+            NewEvent::new("order_cancelled", b"amount=10".to_vec())
+                .with_metadata(b"m".to_vec())
+                .with_id(id),
+        ];
+        for event in changed {
+            let error = store
+                .append("order-1", ExpectedVersion::Any, vec![event])
+                .unwrap_err();
+            assert!(
+                matches!(error, AppendError::DuplicateEventId { event_id, position }
+                    if event_id == id && position == stored.first_position),
+                "{error}"
+            );
+            assert!(error.to_string().contains(&id.to_string()), "{error}");
+        }
+        assert_eq!(
+            store.last_position().unwrap(),
+            1,
+            "nothing more was written"
+        );
+    }
+}

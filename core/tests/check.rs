@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use common::with_clock;
 use strata::clock::utc_micros;
-use strata::workload::{Workload, WorkloadConfig};
 use strata::{BucketWidth, ManualClock, Options, ProblemKind, Store};
+use strata_testkit::workload::{Workload, WorkloadConfig};
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -119,10 +119,16 @@ fn a_deleted_row_is_a_gap_and_a_count_mismatch() {
 fn a_wrong_stream_version_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let path = healthy_store(dir.path());
-    damage(
-        &path,
-        "UPDATE streams SET version = version + 1 WHERE stream_id = 'user-1'",
-    );
+    for table in ["stream_index_l0", "stream_index_l1", "stream_index"] {
+        damage(
+            &path,
+            &format!(
+                "UPDATE {table} SET version = version + 100
+                 WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = 'user-1')
+                   AND version = 1"
+            ),
+        );
+    }
     let report = check(&path);
     assert_eq!(kinds(&report), vec![ProblemKind::Stream]);
     assert!(report.problems[0].message.contains("user-1"));
@@ -132,7 +138,9 @@ fn a_wrong_stream_version_is_found() {
 fn a_missing_event_id_row_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let path = healthy_store(dir.path());
-    damage(&path, "DELETE FROM event_ids WHERE position = 3");
+    for table in ["event_ids_l0", "event_ids_l1", "event_ids"] {
+        damage(&path, &format!("DELETE FROM {table} WHERE position = 3"));
+    }
     let report = check(&path);
     assert_eq!(kinds(&report), vec![ProblemKind::EventIds]);
     assert_eq!(report.problem_count, 2); // the row, and the count of rows
@@ -162,20 +170,63 @@ fn catalog_damage_is_found() {
 }
 
 #[test]
-fn a_missing_stream_buckets_row_is_found() {
+fn a_missing_stream_index_entry_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let path = healthy_store(dir.path());
-    damage(
-        &path,
-        "DELETE FROM stream_buckets
-         WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = 'user-1')
-           AND bucket_id = 1",
-    );
+    for table in ["stream_index_l0", "stream_index_l1", "stream_index"] {
+        damage(&path, &format!("DELETE FROM {table} WHERE position = 3"));
+    }
     let report = check(&path);
     assert_eq!(kinds(&report), vec![ProblemKind::Stream]);
-    assert!(report.problems[0]
-        .message
-        .contains("\"user-1\" has events in bucket 1, but stream_buckets does not list it"));
+    let messages: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("at position 3, but the stream index says")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("the stream index has 899 entries but the log has 900")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn merged_index_levels_pass_the_check_and_damage_in_them_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("merged.db");
+    let store = Store::open(
+        &path,
+        Options {
+            index_merge_entries: 16,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let mut workload = Workload::new(WorkloadConfig {
+        events: 2_000,
+        ..WorkloadConfig::default()
+    });
+    while let Some(batch) = workload.next_batch(10) {
+        store.append_multi(batch).unwrap();
+    }
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let merged: i64 = conn
+        .query_row("SELECT count(*) FROM stream_index", [], |r| r.get(0))
+        .unwrap();
+    assert!(merged > 0, "nothing reached the merged level");
+    drop(conn);
+    damage(
+        &path,
+        "DELETE FROM event_ids WHERE event_id = (SELECT event_id FROM event_ids LIMIT 1)",
+    );
+    let report = check(&path);
+    assert_eq!(kinds(&report), vec![ProblemKind::EventIds]);
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //! - no partial append: every event carries its append's id and event count in its metadata, and
 //!   each append is either entirely present, at consecutive positions, or absent;
 //! - the projection's state equals the fold of the events up to its checkpoint;
+//! - every event keeps its DCB tags, and a counter advanced by conditional appends (read the
+//!   last value, append the next with the condition "no counter event after what I read") is
+//!   gap-free and never repeats a value, whatever the kills interrupted;
 //! - the store accepts appends again (the parent appends one itself, and the next child too).
 //!
 //! `STRATA_CRASH_RUNS` sets the number of kills (default 50), `STRATA_CRASH_SEED` the seed of the
@@ -25,9 +28,12 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+mod common;
+
+use common::{amount, decode_sum, Sums};
 use strata::{
-    Event, ExpectedVersion, NewEvent, Options, Projection, ProjectionError, ProjectionInfo,
-    ProjectionRunner, ProjectionState, RunnerOptions, Store, StreamAppend,
+    AppendCondition, AppendError, Event, ExpectedVersion, NewEvent, Options, ProjectionRunner,
+    Query, QueryItem, RunnerOptions, Store, StreamAppend,
 };
 
 const CHILD_DIR_ENV: &str = "STRATA_CRASH_CHILD_DIR";
@@ -44,63 +50,6 @@ fn hash(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The amount an event carries: the first 8 bytes of its data (little-endian i64).
-fn amount(data: &[u8]) -> i64 {
-    i64::from_le_bytes(data[..8].try_into().expect("8 bytes of amount"))
-}
-
-/// A deterministic fold: sum and count of amounts per stream.
-pub struct Sums;
-
-impl Projection for Sums {
-    fn describe(&mut self) -> Result<ProjectionInfo, ProjectionError> {
-        Ok(ProjectionInfo {
-            name: "sums".into(),
-            version: 1,
-            event_types: Vec::new(),
-        })
-    }
-
-    fn apply(
-        &mut self,
-        events: &[Event],
-        state: &mut ProjectionState,
-    ) -> Result<(), ProjectionError> {
-        for event in events {
-            let key = format!("sum/{}", event.stream_id);
-            let (sum, count) = decode_sum(state.get(key.as_bytes())?.as_deref());
-            state.put(
-                key.as_bytes(),
-                &encode_sum(sum + amount(&event.data), count + 1),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn query(
-        &mut self,
-        request: &[u8],
-        state: &mut ProjectionState,
-    ) -> Result<Vec<u8>, ProjectionError> {
-        let key = [b"sum/", request].concat();
-        Ok(state.get(&key)?.unwrap_or_else(|| encode_sum(0, 0)))
-    }
-}
-
-fn encode_sum(sum: i64, count: u64) -> Vec<u8> {
-    [sum.to_le_bytes(), count.to_le_bytes()].concat()
-}
-
-fn decode_sum(bytes: Option<&[u8]>) -> (i64, u64) {
-    match bytes {
-        Some(b) => (
-            i64::from_le_bytes(b[..8].try_into().unwrap()),
-            u64::from_le_bytes(b[8..16].try_into().unwrap()),
-        ),
-        None => (0, 0),
-    }
-}
-
 /// An event tagged with its append: metadata "<append id>/<index>/<events in the append>".
 fn tagged_event(rng: &mut StdRng, append_id: &str, index: usize, count: usize) -> NewEvent {
     let mut data = rng.random_range(-1_000i64..1_000).to_le_bytes().to_vec();
@@ -108,6 +57,45 @@ fn tagged_event(rng: &mut StdRng, append_id: &str, index: usize, count: usize) -
     data.extend((0..padding).map(|_| rng.random::<u8>()));
     NewEvent::new(format!("type-{}", rng.random_range(0..3)), data)
         .with_metadata(format!("{append_id}/{index}/{count}").into_bytes())
+        .with_tags([append_tag(append_id), "all".to_string()])
+}
+
+/// The DCB tag every event of an append carries.
+fn append_tag(append_id: &str) -> String {
+    format!("append:{append_id}")
+}
+
+/// The query of the gap-free counter that appenders advance with conditional appends.
+fn counter_query() -> Query {
+    Query::item(QueryItem::types(["counter"]).with_tags(["counter"]))
+}
+
+/// Appends the counter's next value (read → decide → append with a condition, retried on a
+/// failed condition) to `stream`: a one-event append whose data is the value.
+fn advance_counter(
+    store: &Store,
+    stream: &str,
+    append_id: &str,
+) -> (StreamAppend, strata::AppendResult) {
+    loop {
+        let (events, head) = store
+            .read_query_with_head(&counter_query(), 0)
+            .expect("child: read the counter");
+        let last = events.last().map_or(0, |e| amount(&e.data));
+        let event = NewEvent::new("counter", (last + 1).to_le_bytes().to_vec())
+            .with_metadata(format!("{append_id}/0/1").into_bytes())
+            .with_tags([append_tag(append_id), "counter".to_string()])
+            .with_id(strata::Uuid::new_v4());
+        let part = StreamAppend::new(stream, ExpectedVersion::Any, vec![event]);
+        match store.append_multi_with(
+            vec![part.clone()],
+            AppendCondition::new(counter_query(), head),
+        ) {
+            Ok(mut results) => return (part, results.remove(0)),
+            Err(AppendError::ConditionFailed { .. }) => continue,
+            Err(other) => panic!("child: counter append failed: {other}"),
+        }
+    }
 }
 
 /// One line per acknowledged event: append id, stream, version, position, event id, data hash.
@@ -141,7 +129,15 @@ fn crash_child() {
     };
     let run: u64 = std::env::var(CHILD_RUN_ENV).unwrap().parse().unwrap();
     let dir = PathBuf::from(dir);
-    let store = Store::open(dir.join("store.db"), Options::default()).expect("child: open");
+    // Small index levels: merges run every few commits, so kills land inside them too.
+    let store = Store::open(
+        dir.join("store.db"),
+        Options {
+            index_merge_entries: 32,
+            ..Options::default()
+        },
+    )
+    .expect("child: open");
     let runner = ProjectionRunner::new(
         &store,
         RunnerOptions {
@@ -180,6 +176,14 @@ fn appender(store: &Store, dir: &Path, run: u64, thread: u64) {
     while Instant::now() < deadline {
         seq += 1;
         let append_id = format!("c{run}-{thread}-{seq}");
+        if rng.random_range(0..8) == 0 {
+            // A conditional append: the counter's next value, never twice, never skipped.
+            let stream = format!("s-{}", rng.random_range(0..STREAMS));
+            let (part, result) = advance_counter(store, &stream, &append_id);
+            acks.write_all(ack_lines(&[part], &[result], &append_id).as_bytes())
+                .expect("child: write ack");
+            continue;
+        }
         let part_count = if rng.random_range(0..5) == 0 { 2 } else { 1 };
         let first_stream = rng.random_range(0..STREAMS);
         let sizes: Vec<usize> = (0..part_count).map(|_| rng.random_range(1..=4)).collect();
@@ -370,6 +374,13 @@ fn verify(dir: &Path, run: u64) -> Report {
     let store = Store::open(&path, Options::default())
         .unwrap_or_else(|e| panic!("run {run}: reopening after the kill failed: {e}"));
     let last = store.last_position().unwrap();
+    // The whole store checks clean, index levels included (a kill may have hit a merge).
+    let report = store.check().unwrap();
+    assert!(
+        report.is_ok(),
+        "run {run}: check after the kill: {:?}",
+        report.problems
+    );
 
     // Everything reads back (every checksum verified), gap-free, with contiguous versions.
     let events: Vec<Event> = store
@@ -423,6 +434,32 @@ fn verify(dir: &Path, run: u64) -> Report {
             .iter()
             .all(|e| events[e.position as usize - 1] == *e));
     }
+
+    // Every event carries its append's DCB tag; the counter advanced by conditional appends
+    // is gap-free and never repeats, and the tag index finds exactly its events.
+    let mut counters = Vec::new();
+    for event in &events {
+        assert!(
+            event.has_tag(&append_tag(&tag(event).0)),
+            "run {run}: the event at {} lost its tags: {:?}",
+            event.position,
+            event.tags
+        );
+        if &*event.event_type == "counter" {
+            counters.push((event.position, amount(&event.data)));
+        }
+    }
+    let values: Vec<i64> = counters.iter().map(|c| c.1).collect();
+    assert_eq!(
+        values,
+        (1..=counters.len() as i64).collect::<Vec<_>>(),
+        "run {run}: counter values"
+    );
+    let by_query: Vec<u64> = store
+        .iter_query(&counter_query(), 0)
+        .map(|e| e.unwrap().position)
+        .collect();
+    assert_eq!(by_query, counters.iter().map(|c| c.0).collect::<Vec<_>>());
 
     // Every acknowledged event, exactly as acknowledged.
     let acks = read_acks(dir);

@@ -95,8 +95,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_store_behaves_like_the_model(ops in proptest::collection::vec(op_strategy(), 1..40)) {
-        let store = Store::open_in_memory(common::fast()).unwrap();
+    fn the_store_behaves_like_the_model(
+        ops in proptest::collection::vec(op_strategy(), 1..40),
+        // 1: every commit merges the indexes' level 0 (and level 1 every 16 entries); 3: some
+        // entries merged, some not; 4,096: nothing merged in a run this short.
+        index_merge_entries in prop_oneof![Just(1u64), Just(3), Just(4_096)],
+    ) {
+        let store = Store::open_in_memory(strata::Options {
+            index_merge_entries,
+            ..common::fast()
+        })
+        .unwrap();
         let mut model = Model::default();
         let mut counter = 0u32;
         for op in ops {
@@ -151,6 +160,8 @@ proptest! {
             }
         }
         prop_assert_eq!(store.last_position().unwrap(), model.log.len() as u64);
+        let report = store.check().unwrap();
+        prop_assert!(report.is_ok(), "{:?}", report.problems);
     }
 }
 

@@ -364,3 +364,39 @@ fn the_background_runner_keeps_projections_live_as_events_arrive() {
     drop(background);
     assert_eq!(count(&runner, "counter", "e"), 50);
 }
+
+#[test]
+fn two_runners_taking_turns_on_one_projection_keep_the_fold_exact() {
+    // Each runner caches committed state across its batches; when the other one committed in
+    // between, that cache must not be trusted.
+    let (_dir, _path, store) = common::temp_store(common::fast());
+    let options = || RunnerOptions {
+        batch_size: 3,
+        ..RunnerOptions::default()
+    };
+    let runners = [
+        ProjectionRunner::new(&store, options()).unwrap(),
+        ProjectionRunner::new(&store, options()).unwrap(),
+    ];
+    for runner in &runners {
+        runner.register(Box::new(common::Sums)).unwrap();
+    }
+    let mut expected = (0i64, 0u64);
+    for round in 0..20i64 {
+        let amount = round * 7 - 30;
+        store
+            .append(
+                "acct",
+                strata::ExpectedVersion::Any,
+                vec![strata::NewEvent::new("amount", amount.to_le_bytes().to_vec()); 2],
+            )
+            .unwrap();
+        expected = (expected.0 + 2 * amount, expected.1 + 2);
+        runners[(round % 2) as usize].catch_up("sums").unwrap();
+    }
+    for runner in &runners {
+        runner.catch_up("sums").unwrap();
+        let answer = runner.query("sums", b"acct").unwrap();
+        assert_eq!(common::decode_sum(Some(&answer)), expected);
+    }
+}

@@ -8,6 +8,7 @@
 
 mod runner;
 mod state;
+mod state_cache;
 
 pub use runner::{
     BackgroundRunner, BatchOutcome, ProjectionPhase, ProjectionRunner, ProjectionStatus,

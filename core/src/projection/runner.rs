@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::state::{CommittedState, StateEntry, StateError, StateLimits};
+use super::state_cache::StateCache;
 use super::{Projection, ProjectionError, ProjectionInfo, ProjectionState};
 use crate::error::ReadError;
 use crate::event::{Event, Position};
@@ -139,6 +140,9 @@ pub struct RunnerOptions {
     pub query_cache_entries: usize,
     /// Query results larger than this are not cached. Default 64 KiB.
     pub query_cache_max_response_bytes: usize,
+    /// Bytes of committed state kept in memory per projection across batches (0 turns it
+    /// off). Default 32 MiB.
+    pub state_cache_bytes: usize,
 }
 
 impl Default for RunnerOptions {
@@ -148,6 +152,7 @@ impl Default for RunnerOptions {
             state_limits: StateLimits::default(),
             query_cache_entries: 1_024,
             query_cache_max_response_bytes: 64 * 1024,
+            state_cache_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -155,25 +160,41 @@ impl Default for RunnerOptions {
 /// Most events in one batch.
 pub const MAX_BATCH_SIZE: usize = 10_000;
 
-/// A projection's committed state in SQLite, read through the store's read pool.
+/// A projection's committed state in SQLite, read through the store's read pool and the
+/// projection's state cache, as of the checkpoint the batch starts from.
 struct SqliteState {
     store: Store,
     namespace: i64,
+    /// The projection's state cache; `None` for queries.
+    cache: Option<Arc<StateCache>>,
+    checkpoint: Position,
 }
 
 impl CommittedState for SqliteState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(cached) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(self.checkpoint, key))
+        {
+            return Ok(cached);
+        }
         let conn = self
             .store
             .readers()
             .get()
             .map_err(|e| StateError::Backend(e.to_string()))?;
-        conn.prepare_cached("SELECT value FROM projection_state WHERE namespace = ?1 AND key = ?2")
+        let value = conn
+            .prepare_cached("SELECT value FROM projection_state WHERE namespace = ?1 AND key = ?2")
             .and_then(|mut s| {
                 s.query_row(params![self.namespace, key], |r| r.get(0))
                     .optional()
             })
-            .map_err(|e| StateError::Backend(e.to_string()))
+            .map_err(|e| StateError::Backend(e.to_string()))?;
+        if let Some(cache) = &self.cache {
+            cache.remember(self.checkpoint, key, &value);
+        }
+        Ok(value)
     }
 
     fn scan_prefix(
@@ -218,6 +239,8 @@ struct Registered {
     info: ProjectionInfo,
     namespace: i64,
     projection: Mutex<Box<dyn Projection>>,
+    /// Its committed state as this runner last saw it.
+    state_cache: Arc<StateCache>,
 }
 
 /// A cached query: (state namespace, request bytes, checkpoint the answer was computed at).
@@ -447,6 +470,7 @@ impl ProjectionRunner {
             info,
             namespace,
             projection: Mutex::new(projection),
+            state_cache: Arc::new(StateCache::new(self.inner.options.state_cache_bytes)),
         }));
         versions.sort_by_key(|r| r.info.version);
         Ok(row.status(head))
@@ -498,6 +522,25 @@ impl ProjectionRunner {
             }
         }
         Ok(outcome)
+    }
+
+    /// Records that version `version` of `name` could not be loaded (its module is invalid,
+    /// or no longer describes itself as it did when registered): the stored projection is
+    /// marked faulted at its checkpoint with `message`, so that an operator sees why, while
+    /// other projections carry on. Only that projection's row is touched. Returns whether
+    /// such a (non-retired) projection is stored.
+    pub fn mark_load_failure(
+        &self,
+        name: &str,
+        version: u32,
+        message: &str,
+    ) -> Result<bool, RunnerError> {
+        let updated = self.inner.conn.lock().execute(
+            "UPDATE projections SET status = 'faulted', fault_position = checkpoint, fault_message = ?3, updated_at = ?4
+             WHERE name = ?1 AND version = ?2 AND status != 'retired'",
+            params![name, version, message, now_micros()],
+        )?;
+        Ok(updated > 0)
     }
 
     /// Clears a fault: the next batch retries the faulting event with a fresh start.
@@ -569,6 +612,9 @@ impl ProjectionRunner {
         }
         tx.commit()?;
         drop(conn);
+        for registered in self.versions(name).unwrap_or_default() {
+            registered.state_cache.clear();
+        }
         self.status(name)
     }
 
@@ -598,9 +644,13 @@ impl ProjectionRunner {
                 return Ok(hit.clone());
             }
         }
+        // No state cache here: a batch may commit while the query reads, and what the query
+        // reads then must not be remembered as the state of the checkpoint it started from.
         let committed: Arc<dyn CommittedState> = Arc::new(SqliteState {
             store: self.inner.store.clone(),
             namespace: serving.namespace,
+            cache: None,
+            checkpoint: serving.checkpoint,
         });
         let mut state = ProjectionState::for_query(committed, self.inner.options.state_limits);
         let response = registered.projection.lock().query(request, &mut state)?;
@@ -683,7 +733,19 @@ impl ProjectionRunner {
             self.mark_caught_up(registered, &row)?;
             return Ok(BatchOutcome::CaughtUp);
         }
-        match self.apply(registered, &events) {
+        if row.checkpoint == 0 && !registered.state_cache.is_complete_at(0) {
+            // A rebuild: when its state is empty, the cache knows every key (none), and the
+            // batch's reads of keys not yet written need no SQLite lookup.
+            let conn = self.inner.conn.lock();
+            let stored: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM projection_state WHERE namespace = ?1 LIMIT 1")?
+                .query_row([registered.namespace], |r| r.get(0))
+                .optional()?;
+            if stored.is_none() {
+                registered.state_cache.start_empty(0);
+            }
+        }
+        match self.apply(registered, row.checkpoint, &events) {
             Ok(writes) => {
                 let caught_up = events.len() < batch_size;
                 self.commit(registered, &row, writes, new_checkpoint, caught_up)?;
@@ -697,14 +759,18 @@ impl ProjectionRunner {
         }
     }
 
+    /// Applies `events` to the state as committed at `checkpoint`; returns the batch's writes.
     fn apply(
         &self,
         registered: &Registered,
+        checkpoint: Position,
         events: &[Event],
     ) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, ProjectionError> {
         let committed: Arc<dyn CommittedState> = Arc::new(SqliteState {
             store: self.inner.store.clone(),
             namespace: registered.namespace,
+            cache: Some(registered.state_cache.clone()),
+            checkpoint,
         });
         let mut state = ProjectionState::for_batch(committed, self.inner.options.state_limits);
         if !events.is_empty() {
@@ -723,7 +789,7 @@ impl ProjectionRunner {
     ) -> Result<(), RunnerError> {
         let mut row = row.clone();
         for event in events {
-            match self.apply(registered, std::slice::from_ref(event)) {
+            match self.apply(registered, row.checkpoint, std::slice::from_ref(event)) {
                 Ok(writes) => {
                     self.commit(registered, &row, writes, event.position, false)?;
                     row.checkpoint = event.position;
@@ -769,6 +835,18 @@ impl ProjectionRunner {
         caught_up: bool,
     ) -> Result<(), RunnerError> {
         let mut conn = self.inner.conn.lock();
+        self.commit_in(&mut conn, registered, row, writes, checkpoint, caught_up)
+    }
+
+    fn commit_in(
+        &self,
+        conn: &mut Connection,
+        registered: &Registered,
+        row: &Row,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        checkpoint: Position,
+        caught_up: bool,
+    ) -> Result<(), RunnerError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut put = tx.prepare_cached(
@@ -797,6 +875,7 @@ impl ProjectionRunner {
         if updated != 1 {
             // Another runner committed this batch first: drop ours.
             tracing::warn!(projection = %registered.info.name, "checkpoint moved under us; batch discarded");
+            registered.state_cache.clear();
             return Ok(());
         }
         if row.status == "rebuilding" && caught_up {
@@ -818,7 +897,13 @@ impl ProjectionRunner {
             }
             tracing::info!(projection = %registered.info.name, version = registered.info.version, "rebuilt version swapped in");
         }
-        tx.commit()?;
+        if let Err(error) = tx.commit() {
+            registered.state_cache.clear();
+            return Err(error.into());
+        }
+        registered
+            .state_cache
+            .committed(row.checkpoint, checkpoint, writes);
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! The users-and-orders demo workload: a deterministic (seeded) generator of realistic appends,
-//! and a native computation of per-user order statistics to check projections against.
+//! the seed of every demo, bench and test that needs realistic events. The native folds that
+//! projections are checked against live in [`crate::reference`].
 //!
 //! Streams are `user-<n>` and `order-<n>`. Event data is MessagePack with named fields
-//! (`rmp_serde::to_vec_named`, through [`NewEvent::from_value`]); the field names below are a
+//! (`rmp_serde::to_vec_named`, through [`strata::NewEvent::from_value`]); the field names below are a
 //! contract shared with the example WASM plugins:
 //!
 //! | type | stream | data |
@@ -29,8 +30,8 @@
 //! and appending it twice stores it once (store-wide idempotency).
 //!
 //! ```
-//! use strata::workload::{Workload, WorkloadConfig};
 //! use strata::{Options, Store};
+//! use strata_testkit::workload::{Workload, WorkloadConfig};
 //!
 //! let store = Store::open_in_memory(Options::default())?;
 //! let mut workload = Workload::new(WorkloadConfig { events: 2_000, ..WorkloadConfig::default() });
@@ -38,20 +39,17 @@
 //!     store.append_multi(batch)?;
 //! }
 //! assert_eq!(store.last_position()?, 2_000);
-//! let stats = strata::workload::user_stats(store.iter_all(1))?;
+//! let stats = strata_testkit::reference::user_stats(store.iter_all(1))?;
 //! assert!(stats.values().all(|s| s.total_orders > 0));
 //! # Ok::<(), strata::Error>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rand::{RngExt, SeedableRng};
 use rand_xorshift::XorShiftRng;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::error::{DecodeError, Error, ReadError};
-use crate::event::{Event, ExpectedVersion, NewEvent, StreamAppend, StreamVersion};
+use strata::{DecodeError, Event, ExpectedVersion, NewEvent, StreamAppend, StreamVersion, Uuid};
 
 /// Event type names of the workload, in the order a user's and an order's life goes.
 pub const EVENT_TYPES: [&str; 7] = [
@@ -231,7 +229,7 @@ impl Workload {
     ///
     /// ```
     /// use std::collections::HashSet;
-    /// use strata::workload::{Workload, WorkloadConfig};
+    /// use strata_testkit::workload::{Workload, WorkloadConfig};
     ///
     /// let config = WorkloadConfig { events: 20_000, ..WorkloadConfig::default() };
     /// let streams: HashSet<String> =
@@ -500,65 +498,6 @@ impl Iterator for Workload {
     }
 }
 
-/// Per-user statistics over completed orders: the native reference for projections.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UserStats {
-    /// The user.
-    pub user_id: String,
-    /// Completed orders.
-    pub total_orders: u64,
-    /// Sum of the completed orders' `amount_cents`.
-    pub total_spent: i64,
-    /// Latest `recorded_at` (unix microseconds) of the `order_created` events of completed
-    /// orders.
-    pub last_order_date: i64,
-    /// `total_spent / total_orders` in cents, as a float.
-    pub average_order_value: f64,
-}
-
-/// Computes [`UserStats`] for every user with at least one completed order, from events read
-/// back from a store (in position order, e.g. `store.iter_all(1)`). Only `order_created` and
-/// `order_completed` are looked at; other events are skipped.
-pub fn user_stats<I>(events: I) -> Result<BTreeMap<String, UserStats>, Error>
-where
-    I: IntoIterator<Item = Result<Event, ReadError>>,
-{
-    // Open orders: order id -> (amount, recorded_at of its creation).
-    let mut orders: HashMap<String, (i64, i64)> = HashMap::new();
-    let mut stats: BTreeMap<String, UserStats> = BTreeMap::new();
-    for event in events {
-        let event = event?;
-        match &*event.event_type {
-            "order_created" => {
-                let created: OrderCreated = event.decode()?;
-                orders.insert(created.order_id, (created.amount_cents, event.recorded_at));
-            }
-            "order_completed" => {
-                let completed: OrderCompleted = event.decode()?;
-                let Some((amount, created_at)) = orders.remove(&completed.order_id) else {
-                    // Completed without a creation we saw: the log was read from the middle.
-                    continue;
-                };
-                let entry = stats
-                    .entry(completed.user_id.clone())
-                    .or_insert_with(|| UserStats {
-                        user_id: completed.user_id,
-                        total_orders: 0,
-                        total_spent: 0,
-                        last_order_date: i64::MIN,
-                        average_order_value: 0.0,
-                    });
-                entry.total_orders += 1;
-                entry.total_spent += amount;
-                entry.last_order_date = entry.last_order_date.max(created_at);
-                entry.average_order_value = entry.total_spent as f64 / entry.total_orders as f64;
-            }
-            _ => {}
-        }
-    }
-    Ok(stats)
-}
-
 /// Decodes the data of any workload event into JSON-friendly form, checking it has the schema
 /// of its type. `Ok(None)` for a type that is not part of the workload.
 pub fn decode_known(event: &Event) -> Result<Option<WorkloadEvent>, DecodeError> {
@@ -596,9 +535,9 @@ pub enum WorkloadEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::{Durability, Options};
-    use crate::store::Store;
-    use std::collections::HashSet;
+    use crate::reference::user_stats;
+    use std::collections::{BTreeMap, HashSet};
+    use strata::{Durability, Options, Store};
 
     fn config(events: u64) -> WorkloadConfig {
         WorkloadConfig {
@@ -652,6 +591,7 @@ mod tests {
                     recorded_at: 0,
                     data: event.data,
                     metadata: event.metadata,
+                    tags: Default::default(),
                 };
                 assert!(decode_known(&stored).unwrap().is_some());
                 let prefix = if stored.event_type.starts_with("user")
@@ -761,49 +701,5 @@ mod tests {
         assert_eq!(store.last_position().unwrap(), 20_000);
         let stats = user_stats(store.iter_all(1)).unwrap();
         assert!(!stats.is_empty() && stats.len() <= 50);
-    }
-
-    #[test]
-    fn last_order_date_is_the_latest_creation_of_a_completed_order() {
-        let event = |position: u64, kind: &str, recorded_at: i64, data: Vec<u8>| {
-            Ok(Event {
-                position,
-                stream_id: "x".into(),
-                version: 1,
-                event_type: kind.into(),
-                event_id: Uuid::nil(),
-                recorded_at,
-                data: data.into(),
-                metadata: Default::default(),
-            })
-        };
-        let created = |order: &str, amount| {
-            rmp_serde::to_vec_named(&OrderCreated {
-                order_id: order.into(),
-                user_id: "user-1".into(),
-                amount_cents: amount,
-            })
-            .unwrap()
-        };
-        let completed = |order: &str| {
-            rmp_serde::to_vec_named(&OrderCompleted {
-                order_id: order.into(),
-                user_id: "user-1".into(),
-            })
-            .unwrap()
-        };
-        let events = vec![
-            event(1, "order_created", 100, created("order-1", 1_000)),
-            event(2, "order_created", 200, created("order-2", 3_000)),
-            event(3, "order_created", 300, created("order-3", 9_999)), // never completed
-            event(4, "order_completed", 400, completed("order-2")),
-            event(5, "order_completed", 500, completed("order-1")),
-        ];
-        let stats = user_stats(events).unwrap();
-        let user = &stats["user-1"];
-        assert_eq!(user.total_orders, 2);
-        assert_eq!(user.total_spent, 4_000);
-        assert_eq!(user.last_order_date, 200);
-        assert_eq!(user.average_order_value, 2_000.0);
     }
 }
