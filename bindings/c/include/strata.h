@@ -5,15 +5,39 @@
  *   STRATA_BLESS=1 cargo test -p strata-ffi --test header
  *
  * Conventions: every function returns a strata_status (STRATA_OK = 0 on success), except
- * strata_errmsg, strata_last_actual_version, strata_status_name, strata_version and
- * strata_free. On failure, strata_errmsg() gives the message (per thread) and out-parameters
- * are cleared (NULL handles, zeroed structs). Strings are NUL-terminated UTF-8; a byte buffer
- * of length 0 may be NULL. Buffers the library returns are released with strata_free, handles
- * with their own *_free function; every free function accepts NULL. strata_store handles are
- * thread-safe. strata_close closes a store but keeps the handle (later calls return
- * STRATA_CLOSED, a second close STRATA_MISUSE); strata_store_free releases it.
- * A strata_event view stays valid until the next *_next call on the same cursor or
- * subscription, or its free.
+ * strata_errmsg, strata_last_actual_version, strata_last_conflict_part, strata_status_name,
+ * strata_version and strata_free. Strings are NUL-terminated UTF-8; a byte buffer of length 0
+ * may be NULL. Buffers the library returns are released with strata_free, handles with their
+ * own *_free function; every free function accepts NULL.
+ *
+ * Out-parameters on failure: strata_errmsg() gives the message (per thread) and every
+ * non-NULL out-parameter holds a known value: handles NULL, structs zeroed (strata_event,
+ * strata_append_result, strata_stream_info, strata_projection_status), counts and positions
+ * 0, returned buffers NULL with length 0. strata_append_multi zeroes all n_parts results.
+ * A strata_event is also zeroed when next returns STRATA_DONE or STRATA_TIMEOUT.
+ *
+ * Handles, their lifetime and threads:
+ * - strata_store: thread-safe, any number of threads may call on one handle at once. Two
+ *   steps: strata_close closes the store (waits for queued appends, stops the writer and the
+ *   projection runner) and keeps the handle, so later calls on it return STRATA_CLOSED and a
+ *   second close STRATA_MISUSE; strata_store_free closes if needed and releases the handle.
+ * - strata_cursor and strata_subscription: made from a store, released by their own free, before
+ *   or after the store's (they must be freed in any case). After strata_close or
+ *   strata_store_free of their store, a cursor's next/next_batch return STRATA_CLOSED; a
+ *   subscription delivers the committed events it had not delivered yet, then STRATA_DONE.
+ *   Calls on one cursor or subscription may come from any thread and are serialized, but the
+ *   strata_event view a next returned is invalidated by the next call on that handle from any
+ *   thread: share one between threads only under your own lock.
+ * - A strata_event view stays valid until the next *_next call on the same cursor or
+ *   subscription, or its free.
+ * - Freed handles: the library keeps a registry of its live handles and checks it before
+ *   touching one, so a handle used or freed again after its free (or any pointer it did not
+ *   return, or a handle of another type) is STRATA_MISUSE, without reading freed memory. Not
+ *   detectable: an address the allocator reused for a new handle of the same type, and a free
+ *   racing with another call on the same handle (do not free what another thread uses).
+ *
+ * Multi-stream appends: on STRATA_CONFLICT, strata_last_conflict_part() is the index of the
+ * part that conflicted and strata_last_actual_version() its stream's version.
  */
 
 
@@ -118,30 +142,12 @@ typedef enum strata_status {
   // A projection failed (trap, timeout, memory limit, its own error, invalid plugin), or is
   // faulted.
   STRATA_PROJECTION_FAULT = 13,
-  // The API was used wrongly: a NULL or foreign handle, a handle of another type, closing a
-  // store twice.
+  // The API was used wrongly: a NULL handle, a pointer this library did not return or already
+  // freed, a handle of another type, closing a store twice.
   STRATA_MISUSE = 14,
   // A bug in strata (a caught panic) or an allocation failure.
   STRATA_INTERNAL = 15,
 } strata_status;
-
-// Options for `strata_open`. Fill with `strata_options_init`, then change fields.
-typedef struct strata_options {
-  // `STRATA_DURABLE` or `STRATA_FAST`.
-  uint32_t durability;
-  // `STRATA_BUCKET_*`; fixed when the store is created.
-  uint32_t bucket_width;
-  // Bytes of the in-process event cache; 0 turns it off.
-  uint64_t cache_bytes;
-  // Largest data + metadata of one event, in bytes.
-  uint64_t max_payload_bytes;
-  // Most events in one append call (all streams together).
-  uint32_t max_events_per_append;
-  // Read connections kept open.
-  uint32_t read_connections;
-  // How long to wait for another process's write lock, in milliseconds.
-  uint32_t busy_timeout_ms;
-} strata_options;
 
 // One event to append.
 typedef struct strata_new_event {
@@ -216,16 +222,6 @@ typedef struct strata_event {
   uint8_t event_id[16];
 } strata_event;
 
-// A stream's version and position range.
-typedef struct strata_stream_info {
-  // Its current version: the version of its last event.
-  uint64_t version;
-  // Position of its first event.
-  uint64_t first_position;
-  // Position of its last event.
-  uint64_t last_position;
-} strata_stream_info;
-
 // A projection's status, as stored in the file.
 typedef struct strata_projection_status {
   // Its name, NUL-terminated (names are at most 64 bytes).
@@ -242,42 +238,37 @@ typedef struct strata_projection_status {
   uint64_t fault_position;
 } strata_projection_status;
 
+// Options for `strata_open`. Fill with `strata_options_init`, then change fields.
+typedef struct strata_options {
+  // `STRATA_DURABLE` or `STRATA_FAST`.
+  uint32_t durability;
+  // `STRATA_BUCKET_*`; fixed when the store is created.
+  uint32_t bucket_width;
+  // Bytes of the in-process event cache; 0 turns it off.
+  uint64_t cache_bytes;
+  // Largest data + metadata of one event, in bytes.
+  uint64_t max_payload_bytes;
+  // Most events in one append call (all streams together).
+  uint32_t max_events_per_append;
+  // Read connections kept open.
+  uint32_t read_connections;
+  // How long to wait for another process's write lock, in milliseconds.
+  uint32_t busy_timeout_ms;
+} strata_options;
+
+// A stream's version and position range.
+typedef struct strata_stream_info {
+  // Its current version: the version of its last event.
+  uint64_t version;
+  // Position of its first event.
+  uint64_t first_position;
+  // Position of its last event.
+  uint64_t last_position;
+} strata_stream_info;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
-
-// The library's version, such as `"0.1.0"`. Static storage.
-const char *strata_version(void);
-
-// Releases a buffer the library returned (`strata_metrics_text`, `strata_projection_query`).
-// NULL is accepted and does nothing.
-void strata_free(void *buffer);
-
-// Fills `*options` with the defaults: Durable, the stored bucket width (month for a new store),
-// a 64 MiB cache, 16 MiB payloads, 10,000 events per append, 4 read connections, 5 s busy
-// timeout. Returns `STRATA_INVALID_ARGUMENT` if `options` is NULL.
-enum strata_status strata_options_init(struct strata_options *options);
-
-// Opens (creating if needed) the store at `path` with `options` (NULL: the defaults).
-//
-// On success `*out_store` is a new handle owned by the caller: release it with
-// `strata_store_free`. On failure `*out_store` is NULL.
-enum strata_status strata_open(const char *path,
-                               const struct strata_options *options,
-                               strata_store **out_store);
-
-// Opens a new private store held in memory (gone when closed). Ownership as `strata_open`.
-enum strata_status strata_open_in_memory(const struct strata_options *options,
-                                         strata_store **out_store);
-
-// Closes the store: waits for queued appends, stops the writer and the projection runner.
-// The handle stays allocated: later calls on it return `STRATA_CLOSED`, a second
-// `strata_close` returns `STRATA_MISUSE`. Release it with `strata_store_free`.
-enum strata_status strata_close(strata_store *store);
-
-// Closes the store if it is open and releases the handle. NULL is accepted (`STRATA_OK`); a
-// pointer that is not a live store handle is `STRATA_MISUSE`. The pointer is dangling after.
-enum strata_status strata_store_free(strata_store *store);
 
 // Appends `n_events` events to `stream_id` if its version satisfies the expectation
 // (`expected_kind` is a `STRATA_EXPECT_*`; `expected_version` is used by `STRATA_EXPECT_EXACT`).
@@ -285,6 +276,13 @@ enum strata_status strata_store_free(strata_store *store);
 //
 // On success fills `*out_result` (may be NULL if not wanted). On failure `*out_result` is
 // zeroed; on `STRATA_CONFLICT` the actual version is `strata_last_actual_version()`.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `stream_id` is NULL or a NUL-terminated string; `events` is readable for
+// `n_events` elements (may be NULL when it is 0), with pointers inside following the header's
+// conventions; `out_result` is NULL or writable for one `strata_append_result`.
 enum strata_status strata_append(strata_store *store,
                                  const char *stream_id,
                                  uint32_t expected_kind,
@@ -294,8 +292,17 @@ enum strata_status strata_append(strata_store *store,
                                  struct strata_append_result *out_result);
 
 // Appends to several streams atomically, each part with its own expected version: every part
-// is stored or none is. `out_results` (may be NULL) receives `n_parts` results in the order of
-// `parts`; on failure they are zeroed.
+// is stored or none is. `out_results` may be NULL (results not wanted); otherwise it has room
+// for `n_parts` results, filled in the order of `parts` on success and zeroed on failure.
+// On `STRATA_CONFLICT` nothing is stored; `strata_last_conflict_part()` is the index of the
+// part whose expected version did not hold and `strata_last_actual_version()` its stream's
+// actual version (the message names the stream).
+//
+// # Safety
+//
+// `store` is NULL or a pointer this library returned; `parts` holds `n_parts` readable
+// elements whose pointers follow the header's conventions; `out_results` is NULL or writable
+// for `n_parts` elements.
 enum strata_status strata_append_multi(strata_store *store,
                                        const struct strata_stream_append *parts,
                                        size_t n_parts,
@@ -308,6 +315,12 @@ enum strata_status strata_append_multi(strata_store *store,
 //
 // On success `*out_cursor` is a new cursor owned by the caller (`strata_cursor_free`); on
 // failure it is NULL.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `stream_id` is NULL or a NUL-terminated string; `out_cursor` is NULL or writable
+// for one `strata_cursor`.
 enum strata_status strata_read_stream(strata_store *store,
                                       const char *stream_id,
                                       uint64_t from_version,
@@ -317,6 +330,11 @@ enum strata_status strata_read_stream(strata_store *store,
 
 // Opens a cursor over every event from position `from_position` (inclusive), in position
 // order, at most `max_count` (0: no limit). Ownership as `strata_read_stream`.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `out_cursor` is NULL or writable for one `strata_cursor *`.
 enum strata_status strata_read_all(strata_store *store,
                                    uint64_t from_position,
                                    uint64_t max_count,
@@ -326,6 +344,12 @@ enum strata_status strata_read_all(strata_store *store,
 // recorded in `[recorded_from, recorded_to)` (unix microseconds; `INT64_MIN`/`INT64_MAX` for
 // no bound), from position `from_position`, at most `max_count` (0: no limit). Ownership as
 // `strata_read_stream`.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `event_types` is NULL or holds `n_types` readable pointers, each NULL or a
+// NUL-terminated string; `out_cursor` is NULL or writable for one `strata_cursor *`.
 enum strata_status strata_read_by_type(strata_store *store,
                                        const char *const *event_types,
                                        size_t n_types,
@@ -338,6 +362,11 @@ enum strata_status strata_read_by_type(strata_store *store,
 // Advances the cursor. `STRATA_OK`: `*out_event` is the next event, a view valid until the
 // next `strata_cursor_next` on this cursor or its `strata_cursor_free`. `STRATA_DONE`: no more
 // events (`*out_event` zeroed). On failure `*out_event` is zeroed and the cursor stays usable.
+//
+// # Safety
+//
+// `cursor` is NULL or any pointer, but a live handle must not be freed by another thread
+// during the call; `out_event` is NULL or writable for one `strata_event`.
 enum strata_status strata_cursor_next(strata_cursor *cursor, struct strata_event *out_event);
 
 // Fills up to `capacity` events at once into `out_events[0..]` and their number into
@@ -345,22 +374,237 @@ enum strata_status strata_cursor_next(strata_cursor *cursor, struct strata_event
 // cost of one call. `STRATA_OK` with `*out_count >= 1` (possibly fewer than `capacity` even
 // when more follow), or `STRATA_DONE` with `*out_count == 0`. All the views stay valid until
 // the next `next`/`next_batch` call on this cursor or its free. On failure `*out_count` is 0.
+//
+// # Safety
+//
+// `cursor` is NULL or any pointer, but a live handle must not be freed by another thread
+// during the call; `out_events` is writable for `capacity` elements; `out_count` is NULL or
+// writable for one `size_t`.
 enum strata_status strata_cursor_next_batch(strata_cursor *cursor,
                                             struct strata_event *out_events,
                                             size_t capacity,
                                             size_t *out_count);
 
 // Releases a cursor (and the event its last `next` returned). NULL is accepted.
+//
+// # Safety
+//
+// `cursor` is NULL or any pointer, but a live handle must not be freed by another thread
+// during the call.
 enum strata_status strata_cursor_free(strata_cursor *cursor);
+
+// The store's metrics in the Prometheus text format.
+//
+// On success `*out_text` is a NUL-terminated string owned by the caller: release it with
+// `strata_free`. On failure it is NULL.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `out_text` is NULL or writable for one `char *`.
+enum strata_status strata_metrics_text(strata_store *store, char **out_text);
+
+// Releases the library's global caches (the WebAssembly engine). Optional: call it at the end
+// of a program that wants a clean leak report (valgrind) or to free the engine's memory once
+// no store with projections is open. Projections already registered keep their own reference
+// and keep working; a later `strata_projection_register_wasm` creates a new engine.
+// Thread-safe; always `STRATA_OK`.
+enum strata_status strata_shutdown(void);
+
+// Loads a projection compiled to a WebAssembly component (`wasm_len` bytes, copied) with the
+// default plugin limits and registers it with the store's runner. A known name resumes from its
+// checkpoint; a new version rebuilds beside the old one. Events are folded by
+// `strata_projection_catch_up` or by the background runner (`strata_projections_start`).
+// `*out_status` (may be NULL) receives its status, including its name; zeroed on failure.
+// Invalid bytes give `STRATA_INVALID_ARGUMENT`.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `wasm` is readable for `wasm_len` elements (may be NULL when it is 0), with
+// pointers inside following the header's conventions; `out_status` is NULL or writable for one
+// `strata_projection_status`.
+enum strata_status strata_projection_register_wasm(strata_store *store,
+                                                   const uint8_t *wasm,
+                                                   size_t wasm_len,
+                                                   struct strata_projection_status *out_status);
+
+// The stored status of the projection `name` (registered in this process or not).
+// `STRATA_NOT_FOUND` if no such projection is stored. `*out_status` zeroed on failure.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `name` is NULL or a NUL-terminated string; `out_status` is NULL or writable for
+// one `strata_projection_status`.
+enum strata_status strata_projection_status_get(strata_store *store,
+                                                const char *name,
+                                                struct strata_projection_status *out_status);
+
+// Runs batches of the registered projection `name` until it is caught up with the log (or
+// faulted: then `STRATA_OK` with `phase == STRATA_PHASE_FAULTED`). `STRATA_NOT_FOUND` if it
+// is not registered in this store handle.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `name` is NULL or a NUL-terminated string; `out_status` is NULL or writable for
+// one `strata_projection_status`.
+enum strata_status strata_projection_catch_up(strata_store *store,
+                                              const char *name,
+                                              struct strata_projection_status *out_status);
+
+// Deletes the state and checkpoint of every version of `name`: it rebuilds from position 1
+// on the next catch-up.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `name` is NULL or a NUL-terminated string; `out_status` is NULL or writable for
+// one `strata_projection_status`.
+enum strata_status strata_projection_reset(strata_store *store,
+                                           const char *name,
+                                           struct strata_projection_status *out_status);
+
+// Clears a fault: the next batch retries the event the projection failed on.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `name` is NULL or a NUL-terminated string; `out_status` is NULL or writable for
+// one `strata_projection_status`.
+enum strata_status strata_projection_resume(strata_store *store,
+                                            const char *name,
+                                            struct strata_projection_status *out_status);
+
+// Answers `request` (`request_len` bytes; the projection's own format, MessagePack by
+// convention) from the projection's committed state.
+//
+// On success `*out_response` is a buffer of `*out_response_len` bytes owned by the caller:
+// release it with `strata_free`. On failure they are NULL and 0.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `name` is NULL or a NUL-terminated string; `request` is readable for `request_len`
+// elements (may be NULL when it is 0), with pointers inside following the header's
+// conventions; `out_response` is NULL or writable for one `uint8_t *`; `out_response_len` is NULL or
+// writable for one `size_t`.
+enum strata_status strata_projection_query(strata_store *store,
+                                           const char *name,
+                                           const uint8_t *request,
+                                           size_t request_len,
+                                           uint8_t **out_response,
+                                           size_t *out_response_len);
+
+// Starts a background thread that keeps every projection registered in this handle caught up,
+// waking on each commit and at least every `idle_wake_ms`. Stopped by `strata_close` or
+// `strata_projections_stop`. Starting it twice is `STRATA_MISUSE`.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call.
+enum strata_status strata_projections_start(strata_store *store, uint32_t idle_wake_ms);
+
+// Stops the background projection runner (waits for its current batch). Does nothing if it is
+// not running.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call.
+enum strata_status strata_projections_stop(strata_store *store);
+
+// The message of the last failed call on the calling thread ("not an error" if none failed).
+//
+// Ownership: the string belongs to the library; it stays valid until the next failing call on
+// this thread. Never NULL.
+const char *strata_errmsg(void);
+
+// The stream's actual version reported by the last `STRATA_CONFLICT` on the calling thread
+// (0 when the stream has no events, or when the last failure was not a conflict).
+uint64_t strata_last_actual_version(void);
+
+// Which part of a multi-stream append conflicted: when the last failed call on the calling
+// thread was a `strata_append_multi` that returned `STRATA_CONFLICT`, the index in its `parts`
+// of the part whose expected version did not hold (its stream's actual version is
+// `strata_last_actual_version()`); -1 after any other failure.
+int64_t strata_last_conflict_part(void);
+
+// The name of a status code, such as `"STRATA_CONFLICT"`; `"STRATA_UNKNOWN"` for a value that
+// is not a status. Static storage: never freed, never NULL.
+const char *strata_status_name(int32_t code);
+
+// Fills `*options` with the defaults: Durable, the stored bucket width (month for a new store),
+// a 64 MiB cache, 16 MiB payloads, 10,000 events per append, 4 read connections, 5 s busy
+// timeout. Returns `STRATA_INVALID_ARGUMENT` if `options` is NULL.
+//
+// # Safety
+//
+// `options` is NULL or writable for one `strata_options`.
+enum strata_status strata_options_init(struct strata_options *options);
+
+// Opens (creating if needed) the store at `path` with `options` (NULL: the defaults).
+//
+// On success `*out_store` is a new handle owned by the caller: release it with
+// `strata_store_free`. On failure `*out_store` is NULL.
+//
+// # Safety
+//
+// `path` is NULL or a NUL-terminated string; `options` is NULL or readable for one
+// `strata_options`; `out_store` is NULL or writable for one `strata_store *`.
+enum strata_status strata_open(const char *path,
+                               const struct strata_options *options,
+                               strata_store **out_store);
+
+// Opens a new private store held in memory (gone when closed). Ownership as `strata_open`.
+//
+// # Safety
+//
+// `options` is NULL or readable for one `strata_options`; `out_store` is NULL or writable for
+// one `strata_store *`.
+enum strata_status strata_open_in_memory(const struct strata_options *options,
+                                         strata_store **out_store);
+
+// Closes the store: waits for queued appends, stops the writer and the projection runner.
+// The handle stays allocated: later calls on it return `STRATA_CLOSED`, a second
+// `strata_close` returns `STRATA_MISUSE`. Release it with `strata_store_free`.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call.
+enum strata_status strata_close(strata_store *store);
+
+// Closes the store if it is open and releases the handle. NULL is accepted (`STRATA_OK`); a
+// pointer that is not a live store handle is `STRATA_MISUSE`. The pointer is dangling after.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call.
+enum strata_status strata_store_free(strata_store *store);
 
 // Fills `*out_info` with the stream's version and position range. `STRATA_NOT_FOUND` when the
 // stream has no events (`*out_info` zeroed, as on every failure).
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `stream_id` is NULL or a NUL-terminated string; `out_info` is NULL or writable for
+// one `strata_stream_info`.
 enum strata_status strata_get_stream_info(strata_store *store,
                                           const char *stream_id,
                                           struct strata_stream_info *out_info);
 
 // Writes the position of the last committed event (0 for an empty store) to `*out_position`
 // (0 on failure).
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `out_position` is NULL or writable for one `uint64_t`.
 enum strata_status strata_last_position(strata_store *store, uint64_t *out_position);
 
 // Subscribes to the events from position `from_position` (inclusive; 0 or 1: the whole log),
@@ -370,6 +614,14 @@ enum strata_status strata_last_position(strata_store *store, uint64_t *out_posit
 //
 // On success `*out_subscription` is a new handle owned by the caller
 // (`strata_subscription_free`); on failure it is NULL.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `stream_id` is NULL or a NUL-terminated string; `stream_prefix` is NULL or a
+// NUL-terminated string; `event_types` is NULL or holds `n_types` readable pointers, each NULL
+// or a NUL-terminated string; `out_subscription` is NULL or writable for one
+// `strata_subscription *`.
 enum strata_status strata_subscribe(strata_store *store,
                                     uint64_t from_position,
                                     const char *stream_id,
@@ -382,92 +634,33 @@ enum strata_status strata_subscribe(strata_store *store,
 // `STRATA_OK`: `*out_event` is a view valid until the next `strata_subscription_next` on this
 // subscription or its free. `STRATA_TIMEOUT`: none arrived in time. `STRATA_DONE`: the store
 // was closed and every committed event was delivered. `*out_event` is zeroed unless `STRATA_OK`.
+//
+// # Safety
+//
+// `subscription` is NULL or any pointer, but a live handle must not be freed by another thread
+// during the call; `out_event` is NULL or writable for one `strata_event`.
 enum strata_status strata_subscription_next(strata_subscription *subscription,
                                             uint32_t timeout_ms,
                                             struct strata_event *out_event);
 
 // Releases a subscription. NULL is accepted.
+//
+// # Safety
+//
+// `subscription` is NULL or any pointer, but a live handle must not be freed by another thread
+// during the call.
 enum strata_status strata_subscription_free(strata_subscription *subscription);
 
-// Loads a projection compiled to a WebAssembly component (`wasm_len` bytes, copied) with the
-// default plugin limits and registers it with the store's runner. A known name resumes from its
-// checkpoint; a new version rebuilds beside the old one. Events are folded by
-// `strata_projection_catch_up` or by the background runner (`strata_projections_start`).
-// `*out_status` (may be NULL) receives its status, including its name; zeroed on failure.
-// Invalid bytes give `STRATA_INVALID_ARGUMENT`.
-enum strata_status strata_projection_register_wasm(strata_store *store,
-                                                   const uint8_t *wasm,
-                                                   size_t wasm_len,
-                                                   struct strata_projection_status *out_status);
+// The library's version, such as `"0.1.0"`. Static storage.
+const char *strata_version(void);
 
-// The stored status of the projection `name` (registered in this process or not).
-// `STRATA_NOT_FOUND` if no such projection is stored. `*out_status` zeroed on failure.
-enum strata_status strata_projection_status_get(strata_store *store,
-                                                const char *name,
-                                                struct strata_projection_status *out_status);
-
-// Runs batches of the registered projection `name` until it is caught up with the log (or
-// faulted: then `STRATA_OK` with `phase == STRATA_PHASE_FAULTED`). `STRATA_NOT_FOUND` if it
-// is not registered in this store handle.
-enum strata_status strata_projection_catch_up(strata_store *store,
-                                              const char *name,
-                                              struct strata_projection_status *out_status);
-
-// Deletes the state and checkpoint of every version of `name`: it rebuilds from position 1
-// on the next catch-up.
-enum strata_status strata_projection_reset(strata_store *store,
-                                           const char *name,
-                                           struct strata_projection_status *out_status);
-
-// Clears a fault: the next batch retries the event the projection failed on.
-enum strata_status strata_projection_resume(strata_store *store,
-                                            const char *name,
-                                            struct strata_projection_status *out_status);
-
-// Answers `request` (`request_len` bytes; the projection's own format, MessagePack by
-// convention) from the projection's committed state.
+// Releases a buffer the library returned (`strata_metrics_text`, `strata_projection_query`).
+// NULL is accepted and does nothing.
 //
-// On success `*out_response` is a buffer of `*out_response_len` bytes owned by the caller:
-// release it with `strata_free`. On failure they are NULL and 0.
-enum strata_status strata_projection_query(strata_store *store,
-                                           const char *name,
-                                           const uint8_t *request,
-                                           size_t request_len,
-                                           uint8_t **out_response,
-                                           size_t *out_response_len);
-
-// Starts a background thread that keeps every projection registered in this handle caught up,
-// waking on each commit and at least every `idle_wake_ms`. Stopped by `strata_close` or
-// `strata_projections_stop`. Starting it twice is `STRATA_MISUSE`.
-enum strata_status strata_projections_start(strata_store *store, uint32_t idle_wake_ms);
-
-// Stops the background projection runner (waits for its current batch). Does nothing if it is
-// not running.
-enum strata_status strata_projections_stop(strata_store *store);
-
-// The store's metrics in the Prometheus text format.
+// # Safety
 //
-// On success `*out_text` is a NUL-terminated string owned by the caller: release it with
-// `strata_free`. On failure it is NULL.
-enum strata_status strata_metrics_text(strata_store *store, char **out_text);
-
-extern void *malloc(size_t size);
-
-extern void free(void *ptr);
-
-// The message of the last failed call on the calling thread ("not an error" if none failed).
-//
-// Ownership: the string belongs to the library; it stays valid until the next failing call on
-// this thread. Never NULL.
-const char *strata_errmsg(void);
-
-// The stream's actual version reported by the last `STRATA_CONFLICT` on the calling thread
-// (0 when the stream has no events, or when the last failure was not a conflict).
-uint64_t strata_last_actual_version(void);
-
-// The name of a status code, such as `"STRATA_CONFLICT"`; `"STRATA_UNKNOWN"` for a value that
-// is not a status. Static storage: never freed, never NULL.
-const char *strata_status_name(int32_t code);
+// `buffer` is NULL or a buffer this library returned and that was not freed yet.
+void strata_free(void *buffer);
 
 #ifdef __cplusplus
 }  // extern "C"

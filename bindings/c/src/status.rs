@@ -44,8 +44,8 @@ pub enum strata_status {
     /// A projection failed (trap, timeout, memory limit, its own error, invalid plugin), or is
     /// faulted.
     STRATA_PROJECTION_FAULT = 13,
-    /// The API was used wrongly: a NULL or foreign handle, a handle of another type, closing a
-    /// store twice.
+    /// The API was used wrongly: a NULL handle, a pointer this library did not return or already
+    /// freed, a handle of another type, closing a store twice.
     STRATA_MISUSE = 14,
     /// A bug in strata (a caught panic) or an allocation failure.
     STRATA_INTERNAL = 15,
@@ -59,6 +59,8 @@ pub(crate) struct Fail {
     pub status: strata_status,
     pub message: String,
     pub actual_version: Option<StreamVersion>,
+    /// For a conflict of `strata_append_multi`: the index of the part whose check failed.
+    pub conflict_part: Option<usize>,
 }
 
 impl Fail {
@@ -67,6 +69,7 @@ impl Fail {
             status,
             message: message.into(),
             actual_version: None,
+            conflict_part: None,
         }
     }
 
@@ -123,6 +126,7 @@ impl From<AppendError> for Fail {
             status,
             message: error.to_string(),
             actual_version,
+            conflict_part: None,
         }
     }
 }
@@ -175,6 +179,7 @@ impl From<RunnerError> for Fail {
 thread_local! {
     static LAST_MESSAGE: RefCell<CString> = RefCell::new(CString::new("not an error").expect("no NUL"));
     static LAST_ACTUAL_VERSION: Cell<StreamVersion> = const { Cell::new(0) };
+    static LAST_CONFLICT_PART: Cell<i64> = const { Cell::new(-1) };
 }
 
 /// Records `fail` as this thread's last error and returns its status.
@@ -182,6 +187,8 @@ pub(crate) fn record(fail: Fail) -> strata_status {
     let message = CString::new(fail.message.replace('\0', "\\0")).expect("NULs were replaced");
     LAST_MESSAGE.with(|m| *m.borrow_mut() = message);
     LAST_ACTUAL_VERSION.with(|v| v.set(fail.actual_version.unwrap_or(0)));
+    let part = fail.conflict_part.and_then(|i| i64::try_from(i).ok());
+    LAST_CONFLICT_PART.with(|p| p.set(part.unwrap_or(-1)));
     fail.status
 }
 
@@ -220,6 +227,15 @@ pub extern "C" fn strata_errmsg() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn strata_last_actual_version() -> u64 {
     LAST_ACTUAL_VERSION.try_with(|v| v.get()).unwrap_or(0)
+}
+
+/// Which part of a multi-stream append conflicted: when the last failed call on the calling
+/// thread was a `strata_append_multi` that returned `STRATA_CONFLICT`, the index in its `parts`
+/// of the part whose expected version did not hold (its stream's actual version is
+/// `strata_last_actual_version()`); -1 after any other failure.
+#[no_mangle]
+pub extern "C" fn strata_last_conflict_part() -> i64 {
+    LAST_CONFLICT_PART.try_with(|p| p.get()).unwrap_or(-1)
 }
 
 /// The name of a status code, such as `"STRATA_CONFLICT"`; `"STRATA_UNKNOWN"` for a value that

@@ -4,8 +4,10 @@
 //! - `tests/c/test_strata.c core DIR`: every function but the projections, with its error paths,
 //!   under `valgrind --leak-check=full --error-exitcode=1` (zero errors, zero leaks) when valgrind
 //!   is installed, plainly (with a loud message) when it is not;
+//! - `tests/c/regressions.c`: issue 16's C ABI defects, against the old header's functions only,
+//!   under valgrind;
 //! - `tests/c/test_strata.c projections WASM`: the projection functions with the `event-counter`
-//!   example plugin, without valgrind (wasmtime under valgrind takes minutes);
+//!   example plugin, under valgrind as well (wasmtime under valgrind takes about 2 minutes);
 //! - `examples/example.c`, the README's example, whose output is checked.
 
 use std::path::{Path, PathBuf};
@@ -115,13 +117,10 @@ fn run(mut command: Command) -> String {
     stdout
 }
 
-#[test]
-fn the_c_test_passes_under_valgrind_without_errors_or_leaks() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = compile(&crate_dir().join("tests/c/test_strata.c"), dir.path());
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let command = if has_valgrind() {
+/// `exe` under `valgrind --leak-check=full` (every leak kind an error, exit 1 on any error)
+/// with our suppressions, or plainly with a loud message when valgrind is not installed.
+fn under_valgrind(exe: &Path) -> Command {
+    if has_valgrind() {
         let mut command = Command::new("valgrind");
         command.args([
             "--leak-check=full",
@@ -134,7 +133,7 @@ fn the_c_test_passes_under_valgrind_without_errors_or_leaks() {
             "--suppressions={}",
             crate_dir().join("tests/c/valgrind.supp").display()
         ));
-        command.arg(&exe);
+        command.arg(exe);
         command
     } else {
         eprintln!(
@@ -143,27 +142,72 @@ fn the_c_test_passes_under_valgrind_without_errors_or_leaks() {
              !! Install it (apt-get install valgrind) to run the full test.                  !!\n\
              !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
         );
-        Command::new(&exe)
-    };
-    let mut command = command;
+        Command::new(exe)
+    }
+}
+
+#[test]
+fn the_c_test_passes_under_valgrind_without_errors_or_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile(&crate_dir().join("tests/c/test_strata.c"), dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut command = under_valgrind(&exe);
     command.arg("core").arg(&data);
     let stdout = run(command);
     assert!(stdout.contains("all checks passed (core)"), "{stdout}");
 }
 
 #[test]
-fn the_c_projection_test_passes() {
-    let wasm = strata_wasm::examples::build_and_locate("event-counter")
+fn the_issue_16_regression_program_passes_under_valgrind() {
+    // Written against the functions of the header before the fixes, so that it also runs
+    // against the old library, where it failed (RELIABILITY.md, "Found and fixed").
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile(&crate_dir().join("tests/c/regressions.c"), dir.path());
+    let stdout = run(under_valgrind(&exe));
+    assert!(stdout.ends_with("0 failed\n"), "{stdout}");
+    assert_eq!(stdout.matches("pass: ").count(), 9, "{stdout}");
+}
+
+#[test]
+fn the_c_projection_test_passes_under_valgrind_without_errors_or_leaks() {
+    let wasm = strata_testkit::examples::build_and_locate("event-counter")
         .expect("build the example plugins (rustup target add wasm32-wasip2)");
     let dir = tempfile::tempdir().unwrap();
     let exe = compile(&crate_dir().join("tests/c/test_strata.c"), dir.path());
-    let mut command = Command::new(&exe);
+    // Under valgrind too (about 2 minutes: wasmtime compiles the component under it).
+    let mut command = under_valgrind(&exe);
     command.arg("projections").arg(&wasm);
     let stdout = run(command);
     assert!(
         stdout.contains("all checks passed (projections)"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_cpp_program_including_the_header_first_compiles_with_warnings_as_errors() {
+    let lib = library_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("header_first");
+    let output = Command::new(std::env::var_os("CXX").unwrap_or_else(|| "g++".into()))
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror"])
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg(crate_dir().join("tests/c/header_first.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lstrata", "-lpthread", "-ldl", "-lm"])
+        .output()
+        .expect("run the C++ compiler `g++`");
+    assert!(
+        output.status.success(),
+        "compiling tests/c/header_first.cpp failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(run(Command::new(&exe)), "c++ ok: position 1\n");
 }
 
 #[test]

@@ -362,11 +362,69 @@ static void test_read(void) {
     EXPECT(strata_cursor_next((strata_cursor *)store, &e), STRATA_MISUSE);
     EXPECT(strata_cursor_free((strata_cursor *)store), STRATA_MISUSE);
     EXPECT(strata_subscription_free((strata_subscription *)cursor), STRATA_MISUSE);
-    /* A cursor outlives the closing of its store (reads keep working) but not its free. */
+    /* After strata_close a cursor returns STRATA_CLOSED (as every call on the store does), and
+     * after strata_store_free too: the handle stays valid until its own free. */
+    strata_cursor *second = NULL;
+    EXPECT(strata_read_all(store, 1, 0, &second), STRATA_OK);
     EXPECT(strata_close(store), STRATA_OK);
-    EXPECT(strata_cursor_next(cursor, &e), STRATA_OK);
-    CHECK(e.position == 1);
+    EXPECT(strata_cursor_next(cursor, &e), STRATA_CLOSED);
+    CHECK(e.position == 0 && e.data == NULL);
+    EXPECT(strata_cursor_next_batch(cursor, batch, 64, &got), STRATA_CLOSED);
+    CHECK(got == 0);
     EXPECT(strata_cursor_free(cursor), STRATA_OK);
+    EXPECT(strata_store_free(store), STRATA_OK);
+    EXPECT(strata_cursor_next(second, &e), STRATA_CLOSED);
+    EXPECT(strata_cursor_free(second), STRATA_OK);
+}
+
+/* Regressions of issue 16: documented uses that crashed or read freed memory. */
+static void test_regressions(void) {
+    strata_store *store = open_memory();
+    strata_new_event one = event_of("moved", "m");
+    strata_stream_append parts[3] = {
+        {.stream_id = "x", .expected_kind = STRATA_EXPECT_NO_STREAM, .events = &one, .n_events = 1},
+        {.stream_id = "y", .expected_kind = STRATA_EXPECT_NO_STREAM, .events = &one, .n_events = 1},
+        {.stream_id = "z", .expected_kind = STRATA_EXPECT_NO_STREAM, .events = &one, .n_events = 1},
+    };
+    /* out_results may be NULL with any number of parts: success, then conflict (SIGSEGV before). */
+    EXPECT(strata_append_multi(store, parts, 3, NULL), STRATA_OK);
+    CHECK(strata_last_conflict_part() == -1);
+    parts[0].stream_id = "x2";
+    parts[2].stream_id = "z2";
+    EXPECT(strata_append_multi(store, parts, 3, NULL), STRATA_CONFLICT);
+    /* The part that conflicted: "y" (index 1) already exists. */
+    CHECK(strata_last_conflict_part() == 1);
+    ERRMSG_HAS("\"y\"");
+    strata_append_result results[3];
+    EXPECT(strata_append_multi(store, parts, 3, results), STRATA_CONFLICT);
+    CHECK(strata_last_conflict_part() == 1);
+    CHECK(results[0].last_position == 0 && results[2].last_position == 0);
+    /* Another failure resets it. */
+    EXPECT(strata_append(store, "y", STRATA_EXPECT_NO_STREAM, 0, &one, 1, NULL), STRATA_CONFLICT);
+    CHECK(strata_last_conflict_part() == -1);
+    uint64_t last = 0;
+    EXPECT(strata_last_position(store, &last), STRATA_OK);
+    CHECK(last == 3);
+
+    /* A second free is detected without reading the freed handle (valgrind: no invalid read). */
+    EXPECT(strata_store_free(store), STRATA_OK);
+    EXPECT(strata_store_free(store), STRATA_MISUSE);
+    ERRMSG_HAS("not a live strata_store");
+    EXPECT(strata_close(store), STRATA_MISUSE);
+    EXPECT(strata_append(store, "s", STRATA_EXPECT_ANY, 0, &one, 1, NULL), STRATA_MISUSE);
+
+    store = open_memory();
+    strata_cursor *cursor = NULL;
+    strata_subscription *sub = NULL;
+    EXPECT(strata_read_all(store, 1, 0, &cursor), STRATA_OK);
+    EXPECT(strata_subscribe(store, 0, NULL, NULL, NULL, 0, &sub), STRATA_OK);
+    EXPECT(strata_cursor_free(cursor), STRATA_OK);
+    EXPECT(strata_cursor_free(cursor), STRATA_MISUSE);
+    strata_event e;
+    EXPECT(strata_cursor_next(cursor, &e), STRATA_MISUSE);
+    EXPECT(strata_subscription_free(sub), STRATA_OK);
+    EXPECT(strata_subscription_free(sub), STRATA_MISUSE);
+    EXPECT(strata_subscription_next(sub, 0, &e), STRATA_MISUSE);
     EXPECT(strata_store_free(store), STRATA_OK);
 }
 
@@ -615,6 +673,9 @@ static void test_projections(const char *wasm_path) {
 
     EXPECT(strata_store_free(store), STRATA_OK);
     free(wasm);
+    /* Releases the WebAssembly engine, so that valgrind sees no block of it left. */
+    EXPECT(strata_shutdown(), STRATA_OK);
+    EXPECT(strata_shutdown(), STRATA_OK);
 }
 
 int main(int argc, char **argv) {
@@ -627,6 +688,7 @@ int main(int argc, char **argv) {
         test_open(argv[2]);
         test_append();
         test_read();
+        test_regressions();
         test_close();
         test_threads();
         test_subscription();

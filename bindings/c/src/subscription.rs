@@ -1,0 +1,136 @@
+//! `strata_subscription`: history then live events.
+
+use std::os::raw::c_char;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use strata_core::{Event, SubscriptionFilter};
+
+use crate::cursor::string_array;
+use crate::ptr::{clear_out, free_handle, handle_ref, into_handle, opt_str_arg, write_out, Handle};
+use crate::status::strata_status::{self, *};
+use crate::status::{guard, Fail};
+use crate::store::strata_store;
+use crate::types::*;
+
+/// A subscription (opaque): `strata_subscription_next` waits for events.
+pub struct strata_subscription {
+    closed: Arc<AtomicBool>,
+    state: Mutex<(strata_core::Subscription, Option<Event>)>,
+}
+
+impl Handle for strata_subscription {
+    const TAG: u64 = 0x5354_5241_5355_4253; // "STRASUBS"
+    const NAME: &'static str = "strata_subscription";
+}
+
+// Subscriptions
+
+/// Subscribes to the events from position `from_position` (inclusive; 0 or 1: the whole log),
+/// history first, then live events, in position order. Filters (all optional, combined):
+/// `stream_id` (exact stream, or NULL), `stream_prefix` (or NULL; not with `stream_id`), and
+/// `n_types` event types (`event_types` may be NULL when `n_types` is 0: every type).
+///
+/// On success `*out_subscription` is a new handle owned by the caller
+/// (`strata_subscription_free`); on failure it is NULL.
+///
+/// # Safety
+///
+/// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+/// the call; `stream_id` is NULL or a NUL-terminated string; `stream_prefix` is NULL or a
+/// NUL-terminated string; `event_types` is NULL or holds `n_types` readable pointers, each NULL
+/// or a NUL-terminated string; `out_subscription` is NULL or writable for one
+/// `strata_subscription *`.
+#[no_mangle]
+pub unsafe extern "C" fn strata_subscribe(
+    store: *mut strata_store,
+    from_position: u64,
+    stream_id: *const c_char,
+    stream_prefix: *const c_char,
+    event_types: *const *const c_char,
+    n_types: usize,
+    out_subscription: *mut *mut strata_subscription,
+) -> strata_status {
+    unsafe { clear_out(out_subscription, std::ptr::null_mut()) };
+    guard(|| {
+        let handle = unsafe { handle_ref(store) }?;
+        if out_subscription.is_null() {
+            return Err(Fail::invalid("out_subscription is NULL"));
+        }
+        let stream_id = unsafe { opt_str_arg(stream_id, "stream_id") }?;
+        let stream_prefix = unsafe { opt_str_arg(stream_prefix, "stream_prefix") }?;
+        let types = unsafe { string_array(event_types, n_types, "event_types") }?;
+        let mut filter = match (stream_id, stream_prefix) {
+            (Some(_), Some(_)) => {
+                return Err(Fail::invalid("give stream_id or stream_prefix, not both"))
+            }
+            (Some(stream), None) => SubscriptionFilter::stream(stream),
+            (None, Some(prefix)) => SubscriptionFilter::stream_prefix(prefix),
+            (None, None) => SubscriptionFilter::all(),
+        };
+        if !types.is_empty() {
+            filter = filter.with_event_types(&types);
+        }
+        let subscription = handle.store()?.subscribe(from_position, filter)?;
+        let sub = into_handle(strata_subscription {
+            closed: handle.closed.clone(),
+            state: Mutex::new((subscription, None)),
+        });
+        unsafe { write_out(out_subscription, sub, "out_subscription") }?;
+        Ok(STRATA_OK)
+    })
+}
+
+/// Waits up to `timeout_ms` milliseconds (0: do not wait) for the next event.
+/// `STRATA_OK`: `*out_event` is a view valid until the next `strata_subscription_next` on this
+/// subscription or its free. `STRATA_TIMEOUT`: none arrived in time. `STRATA_DONE`: the store
+/// was closed and every committed event was delivered. `*out_event` is zeroed unless `STRATA_OK`.
+///
+/// # Safety
+///
+/// `subscription` is NULL or any pointer, but a live handle must not be freed by another thread
+/// during the call; `out_event` is NULL or writable for one `strata_event`.
+#[no_mangle]
+pub unsafe extern "C" fn strata_subscription_next(
+    subscription: *mut strata_subscription,
+    timeout_ms: u32,
+    out_event: *mut strata_event,
+) -> strata_status {
+    unsafe { clear_out(out_event, strata_event::EMPTY) };
+    guard(|| {
+        let sub = unsafe { handle_ref(subscription) }?;
+        if out_event.is_null() {
+            return Err(Fail::invalid("out_event is NULL"));
+        }
+        let mut state = sub.state.lock();
+        let (subscription, current) = &mut *state;
+        *current = None;
+        *current = subscription.next_timeout(Duration::from_millis(timeout_ms.into()))?;
+        match current {
+            Some(event) => {
+                unsafe { write_out(out_event, strata_event::view(event), "out_event") }?;
+                Ok(STRATA_OK)
+            }
+            None if sub.closed.load(Ordering::SeqCst) => Ok(STRATA_DONE),
+            None => Ok(STRATA_TIMEOUT),
+        }
+    })
+}
+
+/// Releases a subscription. NULL is accepted.
+///
+/// # Safety
+///
+/// `subscription` is NULL or any pointer, but a live handle must not be freed by another thread
+/// during the call.
+#[no_mangle]
+pub unsafe extern "C" fn strata_subscription_free(
+    subscription: *mut strata_subscription,
+) -> strata_status {
+    guard(|| {
+        unsafe { free_handle(subscription) }?;
+        Ok(STRATA_OK)
+    })
+}
