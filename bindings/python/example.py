@@ -1,3 +1,4 @@
+import asyncio
 import tempfile
 
 import strata
@@ -14,8 +15,15 @@ with tempfile.TemporaryDirectory() as tmp:
         except strata.ConflictError as conflict:
             print("conflict, actual version", conflict.actual_version)
 
-        for event in store.read_stream("order-1"):
+        for event in store.read_stream("order-1", from_version=1, backwards=False, limit=100):
             print(event.version, event.event_type, event.data if event.event_type == "order_paid" else event.decode())
 
         with store.subscribe(from_position=1, event_types=["order_created"]) as subscription:
             print("first order:", subscription.next(timeout=1.0).decode()["order_id"])
+
+        async def first_payment():
+            async with store.subscribe(event_types=["order_paid"]) as payments:
+                async for event in payments:
+                    return event.position
+
+        print("paid at position", asyncio.run(first_payment()))

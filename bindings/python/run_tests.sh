@@ -1,42 +1,40 @@
 #!/usr/bin/env bash
-# Builds libstrata (cargo build -p strata-ffi) and the example plugins, installs the Python
-# package with msgpack and pytest into a virtualenv, and runs its tests.
-#   bash bindings/python/run_tests.sh            # debug library
-#   STRATA_PROFILE=release bash bindings/python/run_tests.sh
+# Builds the wheel (maturin, the workspace's release profile and target directory, so the bench
+# smoke run shares the build), installs it into a virtualenv as a user would, builds the example
+# plugins the projection tests load, and runs the tests under pytest from outside the source
+# tree, against the installed package.
+#   bash bindings/python/run_tests.sh [pytest arguments]
 # Exits non-zero when a test fails or when no test ran (pytest exit code 5).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-profile="${STRATA_PROFILE:-debug}"
-target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-
-cd "$repo"
-if [ "$profile" = release ]; then
-    cargo build --release -p strata-ffi --lib
-else
-    cargo build -p strata-ffi --lib
-fi
-export STRATA_LIBRARY="$target_dir/$profile/libstrata.so"
-test -f "$STRATA_LIBRARY" || { echo "no library at $STRATA_LIBRARY" >&2; exit 1; }
+# maturin runs cargo, which reads this: the wheel's build lands in the workspace target dir.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
+target_dir="$CARGO_TARGET_DIR"
 
 # The projection tests use the event-counter example plugin.
 cargo build --release --target wasm32-wasip2 \
-    --manifest-path plugins/examples/Cargo.toml --target-dir "$target_dir/wasm-examples"
+    --manifest-path "$repo/plugins/examples/Cargo.toml" --target-dir "$target_dir/wasm-examples"
 export STRATA_TEST_PLUGIN_DIR="$target_dir/wasm-examples/wasm32-wasip2/release"
 
 venv="${STRATA_VENV:-$target_dir/python-venv}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet msgpack pytest
-"$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$here"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest
+# As a user installs it: pip fetches maturin into an isolated build environment, maturin
+# builds the native module (release) and packs the wheel, pip installs it with msgpack.
+"$venv/bin/python" -m pip install --disable-pip-version-check --force-reinstall "$here"
 
-# Run from the tests directory against the installed package (not the source tree).
-cd "$here/tests"
+# From a directory outside bindings/python, so that `import strata` can only find the
+# installed package (a test checks that too).
+run_dir="$target_dir/python-tests"
+mkdir -p "$run_dir"
+cd "$run_dir"
 set +e
-"$venv/bin/python" -m pytest -q -p no:cacheprovider .
+STRATA_SOURCE_DIR="$here" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --import-mode=importlib --rootdir "$run_dir" "$here/tests" "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
