@@ -29,17 +29,16 @@
 //! - [`WasmProjection::load`] compiles (or loads from cache) and validates a plugin; see its
 //!   documentation for the sandbox and for how failures map onto
 //!   [`strata::ProjectionError`].
-//! - [`examples`] builds the example plugins of this repository (for tests, the CLI and
-//!   benches): `strata_wasm::examples::build_and_locate("user-stats")` returns the path of
-//!   `user_stats.wasm`, building `plugins/examples` for `wasm32-wasip2` on first use.
+//! - The example plugins of this repository are built by `strata-testkit`
+//!   (`strata_testkit::examples::build_and_locate("user-stats")`), not by this crate.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod bindings;
 mod engine;
-pub mod examples;
 mod output;
 mod projection;
+mod sandbox;
 
 pub use engine::{CacheDir, CacheStats, EngineError, EngineOptions, LoadReport, PluginEngine};
 pub use projection::{PluginLimits, WasmProjection};

@@ -1,5 +1,8 @@
 //! A plugin's stdout and stderr: forwarded line by line to `tracing`, and the tail of stderr
 //! kept so that a trap (a Rust panic prints its message there first) can say why.
+//!
+//! Everything a plugin writes in one call (stdout, stderr and the `log` import together) is
+//! capped by an [`OutputBudget`]; past it, output is dropped and one notice says so.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,6 +20,63 @@ const MAX_LINE: usize = 4096;
 /// How much of the end of stderr is kept for error messages.
 const TAIL: usize = 2048;
 
+/// The bytes of output one call may still write, shared by a plugin's stdout, stderr and `log`
+/// import. Reset at the start of each call.
+#[derive(Clone, Debug)]
+pub(crate) struct OutputBudget {
+    inner: Arc<Mutex<BudgetState>>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    per_call: usize,
+    remaining: usize,
+    dropped: bool,
+}
+
+impl OutputBudget {
+    pub(crate) fn new(per_call: usize) -> Self {
+        OutputBudget {
+            inner: Arc::new(Mutex::new(BudgetState {
+                per_call,
+                remaining: per_call,
+                dropped: false,
+            })),
+        }
+    }
+
+    /// A new call: the full budget again.
+    pub(crate) fn reset(&self) {
+        let mut state = self.inner.lock();
+        state.remaining = state.per_call;
+        state.dropped = false;
+    }
+
+    /// How many of `len` bytes may be written, and, at the first refusal of a call, the budget
+    /// (so that the caller says once that output is being dropped).
+    pub(crate) fn take(&self, len: usize) -> (usize, Option<usize>) {
+        let mut state = self.inner.lock();
+        let granted = len.min(state.remaining);
+        state.remaining -= granted;
+        let first_refusal = if granted < len && !state.dropped {
+            state.dropped = true;
+            Some(state.per_call)
+        } else {
+            None
+        };
+        (granted, first_refusal)
+    }
+}
+
+/// Says, once per call, that a plugin's output went over its budget.
+pub(crate) fn warn_dropped(plugin: &str, per_call: usize) {
+    tracing::warn!(
+        target: "strata_wasm::plugin",
+        plugin,
+        "plugin output over {per_call} bytes in one call; the rest of this call's output is dropped"
+    );
+}
+
 /// Which stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -30,6 +90,7 @@ pub(crate) struct PluginOutput {
     kind: Kind,
     name: Arc<OnceLock<String>>,
     inner: Arc<Mutex<Buffers>>,
+    budget: OutputBudget,
 }
 
 #[derive(Default)]
@@ -39,11 +100,12 @@ struct Buffers {
 }
 
 impl PluginOutput {
-    pub(crate) fn new(kind: Kind, name: Arc<OnceLock<String>>) -> Self {
+    pub(crate) fn new(kind: Kind, name: Arc<OnceLock<String>>, budget: OutputBudget) -> Self {
         PluginOutput {
             kind,
             name,
             inner: Arc::new(Mutex::new(Buffers::default())),
+            budget,
         }
     }
 
@@ -62,11 +124,17 @@ impl PluginOutput {
     fn push(&self, bytes: &[u8]) {
         let mut inner = self.inner.lock();
         if self.kind == Kind::Stderr {
-            inner.tail.extend(bytes.iter().copied());
+            let recent = &bytes[bytes.len().saturating_sub(TAIL)..];
+            inner.tail.extend(recent.iter().copied());
             let excess = inner.tail.len().saturating_sub(TAIL);
             inner.tail.drain(..excess);
         }
-        for &byte in bytes {
+        let (granted, first_refusal) = self.budget.take(bytes.len());
+        if let Some(per_call) = first_refusal {
+            let plugin = self.name.get().map(String::as_str).unwrap_or("<loading>");
+            warn_dropped(plugin, per_call);
+        }
+        for &byte in &bytes[..granted] {
             if byte == b'\n' {
                 let line = std::mem::take(&mut inner.line);
                 self.emit(&line);

@@ -11,10 +11,16 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::bindings::strata::projection::{log, state, types};
 use crate::bindings::{Projection as Bindings, ProjectionPre};
 use crate::engine::{LoadReport, PluginEngine};
-use crate::output::{Kind, PluginOutput};
+use crate::output::{warn_dropped, Kind, OutputBudget, PluginOutput};
+use crate::sandbox::{self, CallBudget, SandboxData, SeededRandom, Stream, VirtualTime};
+
+/// A key and its value, as `scan-prefix` answers them.
+type StateEntry = (Vec<u8>, Vec<u8>);
 
 /// Longest log message a plugin may write; longer ones are cut.
 const MAX_LOG_MESSAGE: usize = 8192;
+/// Longest error message of a plugin that is kept (it ends up in the projection's fault).
+const MAX_ERROR_MESSAGE: usize = 4096;
 
 /// Per-plugin limits. Each call runs under a time budget; each instance under a memory limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +34,16 @@ pub struct PluginLimits {
     /// Largest linear memory one instance may grow to, in bytes. Default 64 MiB. A batch's
     /// events are copied into this memory, so it also bounds the batch size.
     pub max_memory_bytes: usize,
+    /// Most bytes the host builds for one `get-many` (values) or `scan-prefix` (keys and
+    /// values) answer. Checked while the answer is built: past it the import returns an error
+    /// to the plugin. Default 16 MiB.
+    pub max_host_result_bytes: usize,
+    /// Largest `query` answer, in bytes; a longer one fails the query as malformed before
+    /// anything converts it. Default 4 MiB.
+    pub max_query_response_bytes: usize,
+    /// Most bytes of output (stdout, stderr and the `log` import together) forwarded to the
+    /// host's log per call; the rest is dropped with one warning. Default 64 KiB.
+    pub max_output_bytes_per_call: usize,
 }
 
 impl Default for PluginLimits {
@@ -37,6 +53,9 @@ impl Default for PluginLimits {
             query_budget: Duration::from_secs(1),
             describe_budget: Duration::from_secs(1),
             max_memory_bytes: 64 * 1024 * 1024,
+            max_host_result_bytes: 16 * 1024 * 1024,
+            max_query_response_bytes: 4 * 1024 * 1024,
+            max_output_bytes_per_call: 64 * 1024,
         }
     }
 }
@@ -67,10 +86,21 @@ impl Default for PluginLimits {
 ///
 /// The WASI context is empty: no preopened directories (so no file can be opened), no
 /// environment variables, no arguments, no network (TCP, UDP and name lookup disabled),
-/// stdin empty. Clocks and random numbers are WASI's defaults (plugins must not use them if
-/// they want deterministic rebuilds; use the event's `recorded-at`). A plugin's stdout and
-/// stderr are forwarded line by line to `tracing` (target `strata_wasm::plugin`, stdout at
-/// INFO, stderr at WARN), and the end of stderr is quoted in trap messages.
+/// stdin empty. A plugin's stdout and stderr are forwarded line by line to `tracing` (target
+/// `strata_wasm::plugin`, stdout at INFO, stderr at WARN), capped per call
+/// ([`PluginLimits::max_output_bytes_per_call`]), and the end of stderr is quoted in trap
+/// messages.
+///
+/// Guests are deterministic: the WASI clocks read a virtual time that starts at the unix
+/// epoch and moves only when the guest sleeps; sleeps return at once (and count against the
+/// budget); randomness is seeded from the projection's name, version and the first position
+/// of the call. See SECURITY.md and `wit/strata.wit`.
+///
+/// Time budgets are wall time and cover the host's own functions: each `state` and `log`
+/// import checks the budget and traps when it is spent, and epoch interruption stops guest
+/// code, so a call is stopped within its budget plus one epoch tick or one host operation.
+/// Answers the host builds for a plugin are capped in bytes
+/// ([`PluginLimits::max_host_result_bytes`], [`PluginLimits::max_query_response_bytes`]).
 pub struct WasmProjection {
     engine: PluginEngine,
     pre: ProjectionPre<HostData>,
@@ -97,6 +127,10 @@ struct Live {
     store: Store<HostData>,
     bindings: Bindings,
     stderr: PluginOutput,
+    /// `wasi:random/random`, reseeded before each call.
+    secure_random: SeededRandom,
+    /// `wasi:random/insecure`, reseeded before each call.
+    insecure_random: SeededRandom,
 }
 
 /// What a store carries: the state of the current call, WASI, the memory limiter.
@@ -108,6 +142,27 @@ struct HostData {
     wasi: WasiCtx,
     table: ResourceTable,
     name: Arc<OnceLock<String>>,
+    limits: PluginLimits,
+    /// The instance's virtual time (its WASI clocks).
+    time: VirtualTime,
+    /// The budget of the call in progress (instantiation counts as `describe`).
+    budget: Option<CallBudget>,
+    /// Output the current call may still write.
+    output: OutputBudget,
+}
+
+impl SandboxData for HostData {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    fn virtual_time(&self) -> &VirtualTime {
+        &self.time
+    }
+
+    fn budget(&self) -> Option<CallBudget> {
+        self.budget
+    }
 }
 
 /// [`StoreLimits`] that also remembers whether it refused to grow a memory, so that the
@@ -174,27 +229,114 @@ impl HostData {
             message
         })
     }
+
+    /// Traps once the call's budget (wall time plus virtual sleep) is spent.
+    fn check_budget(&self) -> wasmtime::Result<()> {
+        match &self.budget {
+            Some(budget) => budget.check(&self.time),
+            None => Ok(()),
+        }
+    }
+
+    fn over_result_cap(&self, what: &str) -> String {
+        format!(
+            "the {what} answer is over the host's cap of {} bytes; ask for fewer entries",
+            self.limits.max_host_result_bytes
+        )
+    }
+
+    /// `get-many`, value by value, stopping as soon as the answer passes the byte cap.
+    fn get_many_capped(
+        &mut self,
+        keys: &[Vec<u8>],
+    ) -> wasmtime::Result<Result<Vec<Option<Vec<u8>>>, String>> {
+        let cap = self.limits.max_host_result_bytes;
+        let mut values = Vec::new();
+        let mut bytes = 0usize;
+        for key in keys {
+            self.check_budget()?;
+            let value = match self.state.get(key) {
+                Ok(value) => value,
+                Err(error) => return Ok(self.record(Err(error))),
+            };
+            bytes = bytes.saturating_add(value.as_ref().map_or(0, Vec::len));
+            if bytes > cap {
+                return Ok(Err(self.over_result_cap("get-many")));
+            }
+            values.push(value);
+        }
+        Ok(Ok(values))
+    }
+
+    /// `scan-prefix` in pages small enough that the answer can never pass the byte cap by
+    /// more than one entry: each page asks for at most as many entries as the bytes left
+    /// could hold at the largest key and value the state allows.
+    fn scan_prefix_capped(
+        &mut self,
+        prefix: &[u8],
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> wasmtime::Result<Result<Vec<StateEntry>, String>> {
+        let cap = self.limits.max_host_result_bytes;
+        let state_limits = self.state.limits();
+        let largest_entry = (state_limits.max_key_bytes + state_limits.max_value_bytes).max(1);
+        let limit = limit.min(state_limits.max_scan_entries);
+        let mut entries: Vec<StateEntry> = Vec::new();
+        let mut bytes = 0usize;
+        let mut after = after;
+        while entries.len() < limit {
+            self.check_budget()?;
+            let room = cap.saturating_sub(bytes) / largest_entry;
+            let page = room.clamp(1, limit - entries.len());
+            let found = match self.state.scan_prefix(prefix, after.as_deref(), page) {
+                Ok(found) => found,
+                Err(error) => return Ok(self.record(Err(error))),
+            };
+            let last_page = found.len() < page;
+            for (key, value) in found {
+                bytes = bytes.saturating_add(key.len() + value.len());
+                if bytes > cap {
+                    return Ok(Err(self.over_result_cap("scan-prefix")));
+                }
+                entries.push((key, value));
+            }
+            if last_page {
+                break;
+            }
+            after = entries.last().map(|(key, _)| key.clone());
+        }
+        Ok(Ok(entries))
+    }
 }
 
 impl state::Host for HostData {
-    fn get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
+        self.check_budget()?;
         let result = self.state.get(&key);
-        self.record(result)
+        let result = self.record(result);
+        self.check_budget()?;
+        Ok(result)
     }
 
-    fn get_many(&mut self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, String> {
-        let result = self.state.get_many(&keys);
-        self.record(result)
+    fn get_many(
+        &mut self,
+        keys: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Result<Vec<Option<Vec<u8>>>, String>> {
+        let result = self.get_many_capped(&keys)?;
+        self.check_budget()?;
+        Ok(result)
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        self.check_budget()?;
         let result = self.state.put(&key, &value);
-        self.record(result)
+        Ok(self.record(result))
     }
 
-    fn delete(&mut self, key: Vec<u8>) -> Result<(), String> {
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        self.check_budget()?;
         let result = self.state.delete(&key);
-        self.record(result)
+        Ok(self.record(result))
     }
 
     fn scan_prefix(
@@ -202,15 +344,17 @@ impl state::Host for HostData {
         prefix: Vec<u8>,
         after: Option<Vec<u8>>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    ) -> wasmtime::Result<Result<Vec<StateEntry>, String>> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let result = self.state.scan_prefix(&prefix, after.as_deref(), limit);
-        self.record(result)
+        let result = self.scan_prefix_capped(&prefix, after, limit)?;
+        self.check_budget()?;
+        Ok(result)
     }
 }
 
 impl log::Host for HostData {
-    fn log(&mut self, level: log::Level, message: String) {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.check_budget()?;
         let mut message = message;
         if message.len() > MAX_LOG_MESSAGE {
             let mut cut = MAX_LOG_MESSAGE;
@@ -221,6 +365,13 @@ impl log::Host for HostData {
             message.push_str("...");
         }
         let plugin = self.name.get().map(String::as_str).unwrap_or("<loading>");
+        let (granted, first_refusal) = self.output.take(message.len());
+        if let Some(per_call) = first_refusal {
+            warn_dropped(plugin, per_call);
+        }
+        if granted < message.len() {
+            return Ok(());
+        }
         match level {
             log::Level::Trace => {
                 tracing::trace!(target: "strata_wasm::plugin", plugin, "{message}")
@@ -234,6 +385,7 @@ impl log::Host for HostData {
                 tracing::error!(target: "strata_wasm::plugin", plugin, "{message}")
             }
         }
+        Ok(())
     }
 }
 
@@ -256,6 +408,8 @@ impl WasmProjection {
         let mut linker: Linker<HostData> = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| ProjectionError::Load(format!("linking WASI: {e:#}")))?;
+        sandbox::shadow_sleeps(&mut linker)
+            .map_err(|e| ProjectionError::Load(format!("linking the WASI clocks: {e:#}")))?;
         Bindings::add_to_linker::<HostData, HasSelf<HostData>>(&mut linker, |data| data)
             .map_err(|e| ProjectionError::Load(format!("linking the host imports: {e:#}")))?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
@@ -284,12 +438,36 @@ impl WasmProjection {
         };
         let mut scratch = ProjectionState::default();
         let budget = limits.describe_budget;
-        let info = projection.call(&mut scratch, budget, |store, bindings| {
+        let info = projection.call(&mut scratch, budget, 0, |store, bindings| {
             bindings.call_describe(store)
         })?;
         let info = validate_info(info)?;
         let _ = projection.name.set(info.name.clone());
         projection.info = info;
+        // `describe` ran before the name was known, with randomness seeded from no name: the
+        // first call starts a fresh instance seeded from the projection itself, exactly as it
+        // would after a fault, so that no call depends on whether `describe` ran before it.
+        projection.live = None;
+        Ok(projection)
+    }
+
+    /// Like [`WasmProjection::load`], for a module whose description was stored when it was
+    /// registered: refuses it with `Malformed` when `describe` now answers anything else (a
+    /// module must not change its name, version or event types behind the host's back).
+    pub fn load_described(
+        engine: &PluginEngine,
+        wasm: &[u8],
+        limits: PluginLimits,
+        registered: &ProjectionInfo,
+    ) -> Result<WasmProjection, ProjectionError> {
+        let projection = WasmProjection::load(engine, wasm, limits)?;
+        if projection.info != *registered {
+            return Err(ProjectionError::Malformed(format!(
+                "the module was registered as {} but now describes itself as {}; refusing to load it",
+                show_info(registered),
+                show_info(&projection.info)
+            )));
+        }
         Ok(projection)
     }
 
@@ -314,14 +492,24 @@ impl WasmProjection {
     }
 
     fn instantiate(&mut self) -> Result<Live, ProjectionError> {
-        let stdout = PluginOutput::new(Kind::Stdout, Arc::clone(&self.name));
-        let stderr = PluginOutput::new(Kind::Stderr, Arc::clone(&self.name));
+        let output = OutputBudget::new(self.limits.max_output_bytes_per_call);
+        let stdout = PluginOutput::new(Kind::Stdout, Arc::clone(&self.name), output.clone());
+        let stderr = PluginOutput::new(Kind::Stderr, Arc::clone(&self.name), output.clone());
+        let time = VirtualTime::default();
+        let (name, version) = (self.info.name.as_str(), self.info.version);
+        let secure_random = SeededRandom::new(sandbox::seed(Stream::Secure, name, version, 0));
+        let insecure_random = SeededRandom::new(sandbox::seed(Stream::Insecure, name, version, 0));
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout)
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .wall_clock(time.wall_clock())
+            .monotonic_clock(time.monotonic_clock())
+            .secure_random(secure_random.clone())
+            .insecure_random(insecure_random.clone())
+            .insecure_random_seed(sandbox::insecure_seed(name, version))
             .build();
         let limiter = MemoryLimiter {
             inner: StoreLimitsBuilder::new()
@@ -338,6 +526,10 @@ impl WasmProjection {
             wasi,
             table: ResourceTable::new(),
             name: Arc::clone(&self.name),
+            limits: self.limits,
+            budget: Some(CallBudget::start(self.limits.describe_budget, &time)),
+            time,
+            output,
         };
         let mut store = Store::new(self.engine.engine(), data);
         store.limiter(|data| &mut data.limiter);
@@ -348,6 +540,8 @@ impl WasmProjection {
                 store,
                 bindings,
                 stderr,
+                secure_random,
+                insecure_random,
             }),
             Err(error) => Err(classify(
                 error,
@@ -362,28 +556,39 @@ impl WasmProjection {
 
     /// Runs `f` on a live instance (starting one if needed) with `state` moved into the store
     /// and a deadline of `budget`; moves `state` back whatever happens, and discards the
-    /// instance after a fault.
+    /// instance after a fault. `position` (the first event's, 0 outside `apply`) seeds the
+    /// call's randomness.
     fn call<R>(
         &mut self,
         state: &mut ProjectionState,
         budget: Duration,
+        position: u64,
         f: impl FnOnce(&mut Store<HostData>, &Bindings) -> wasmtime::Result<R>,
     ) -> Result<R, ProjectionError> {
         let mut live = match self.live.take() {
             Some(live) => live,
             None => self.instantiate()?,
         };
+        let (name, version) = (self.info.name.as_str(), self.info.version);
+        live.secure_random
+            .reseed(sandbox::seed(Stream::Secure, name, version, position));
+        live.insecure_random
+            .reseed(sandbox::seed(Stream::Insecure, name, version, position));
         {
             let data = live.store.data_mut();
             data.state = std::mem::take(state);
             data.state_error = None;
             data.limiter.refused = false;
+            data.time.reset();
+            data.budget = Some(CallBudget::start(budget, &data.time));
+            data.output.reset();
         }
         live.stderr.clear_tail();
         live.store.set_epoch_deadline(self.engine.ticks_for(budget));
         let result = f(&mut live.store, &live.bindings);
         let data = live.store.data_mut();
         *state = std::mem::take(&mut data.state);
+        data.budget = None;
         let state_error = data.state_error.take();
         match result {
             Ok(value) => {
@@ -431,7 +636,7 @@ fn classify(
         };
     }
     let trap = error.downcast_ref::<Trap>().copied();
-    if trap == Some(Trap::Interrupt) {
+    if trap == Some(Trap::Interrupt) || error.downcast_ref::<sandbox::BudgetExceeded>().is_some() {
         return ProjectionError::Timeout {
             budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
         };
@@ -485,6 +690,25 @@ fn validate_info(info: types::Info) -> Result<ProjectionInfo, ProjectionError> {
     })
 }
 
+fn show_info(info: &ProjectionInfo) -> String {
+    let types = if info.event_types.is_empty() {
+        "all event types".to_owned()
+    } else {
+        format!("event types [{}]", info.event_types.join(", "))
+    };
+    format!("{:?} version {} ({types})", info.name, info.version)
+}
+
+/// A plugin's error message, cut to a length that can be stored as a fault.
+fn plugin_message(mut message: String) -> String {
+    if message.len() > MAX_ERROR_MESSAGE {
+        let cut = truncate(&message, MAX_ERROR_MESSAGE).len();
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     let mut cut = s.len().min(max);
     while !s.is_char_boundary(cut) {
@@ -520,12 +744,13 @@ impl Projection for WasmProjection {
         events: &[Event],
         state: &mut ProjectionState,
     ) -> Result<(), ProjectionError> {
+        let position = events.first().map_or(0, |e| e.position);
         let events: Vec<types::Event> = events.iter().map(to_wit).collect();
         let budget = self.limits.apply_budget;
-        self.call(state, budget, |store, bindings| {
+        self.call(state, budget, position, |store, bindings| {
             bindings.call_apply(store, &events)
         })?
-        .map_err(ProjectionError::Failed)
+        .map_err(|message| ProjectionError::Failed(plugin_message(message)))
     }
 
     /// Calls the plugin's `query` under [`PluginLimits::query_budget`].
@@ -535,10 +760,21 @@ impl Projection for WasmProjection {
         state: &mut ProjectionState,
     ) -> Result<Vec<u8>, ProjectionError> {
         let budget = self.limits.query_budget;
-        self.call(state, budget, |store, bindings| {
-            bindings.call_query(store, request)
-        })?
-        .map_err(ProjectionError::Failed)
+        let cap = self.limits.max_query_response_bytes;
+        // The copy out of the guest is bounded by the guest's memory limit; the cap bounds
+        // what callers go on to convert (the CLI's JSON, the query cache).
+        let response = self
+            .call(state, budget, 0, |store, bindings| {
+                bindings.call_query(store, request)
+            })?
+            .map_err(|message| ProjectionError::Failed(plugin_message(message)))?;
+        if response.len() > cap {
+            return Err(ProjectionError::Malformed(format!(
+                "query answer of {} bytes is over the cap of {cap} bytes",
+                response.len()
+            )));
+        }
+        Ok(response)
     }
 }
 
@@ -603,6 +839,7 @@ mod tests {
             recorded_at: -5,
             data: strata::Bytes::from_static(b"d"),
             metadata: strata::Bytes::from_static(b"m"),
+            tags: Default::default(),
         };
         let wit = to_wit(&event);
         assert_eq!(wit.event_id, (0x0123456789abcdef, 0xfedcba9876543210));

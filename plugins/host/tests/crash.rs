@@ -16,8 +16,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use strata::workload::{self, UserStats, Workload, WorkloadConfig};
 use strata::{Durability, Event, Options, ProjectionPhase, ProjectionRunner, RunnerOptions, Store};
+use strata_testkit::reference::{self, UserStats};
+use strata_testkit::workload::{Workload, WorkloadConfig};
 use strata_wasm::{PluginLimits, WasmProjection};
 
 use common::{encode, engine, wasm};
@@ -89,15 +90,11 @@ fn crash_child() {
 }
 
 fn user_stats_from(events: &[Event]) -> BTreeMap<String, UserStats> {
-    workload::user_stats(events.iter().cloned().map(Ok)).unwrap()
+    reference::user_stats(events.iter().cloned().map(Ok)).unwrap()
 }
 
 fn counts_from(events: &[Event]) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for event in events {
-        *counts.entry(event.event_type.to_string()).or_default() += 1;
-    }
-    counts
+    reference::event_counts(events.iter().cloned().map(Ok)).unwrap()
 }
 
 /// Every user's stats and the counts, as the projections answer them.

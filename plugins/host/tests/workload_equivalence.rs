@@ -1,13 +1,14 @@
 //! The WASM user-stats plugin, run by the `ProjectionRunner` over a real store holding a
 //! generated workload, answers exactly what the native computation
-//! (`strata::workload::user_stats`) gives over the events read back.
+//! (`strata_testkit::reference::user_stats`) gives over the events read back.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use strata::workload::{self, UserStats, Workload, WorkloadConfig};
 use strata::{Durability, Options, ProjectionPhase, ProjectionRunner, RunnerOptions, Store};
+use strata_testkit::reference::{self, UserStats};
+use strata_testkit::workload::{Workload, WorkloadConfig};
 use strata_wasm::{PluginLimits, WasmProjection};
 
 use common::{encode, engine, wasm};
@@ -54,7 +55,7 @@ fn wasm_user_stats_equals_the_native_fold_over_a_100k_event_workload() {
         assert_eq!(status.checkpoint, total, "{status:?}");
     }
 
-    let native = workload::user_stats(store.iter_all(1)).unwrap();
+    let native = reference::user_stats(store.iter_all(1)).unwrap();
     assert!(native.len() > 100, "a workload with many users");
     for (user, expected) in &native {
         let answer = runner
@@ -78,12 +79,7 @@ fn wasm_user_stats_equals_the_native_fold_over_a_100k_event_workload() {
     );
 
     // The ranking: every user, in total_spent order (ties by user id).
-    let mut ranked: Vec<&UserStats> = native.values().collect();
-    ranked.sort_by(|a, b| {
-        b.total_spent
-            .cmp(&a.total_spent)
-            .then(a.user_id.cmp(&b.user_id))
-    });
+    let ranked = reference::top_spenders(&native);
     let limit = ranked.len().min(10_000);
     let answer = runner
         .query("user-stats", &encode(&BTreeMap::from([("top", limit)])))
@@ -92,12 +88,7 @@ fn wasm_user_stats_equals_the_native_fold_over_a_100k_event_workload() {
     assert_eq!(top.iter().collect::<Vec<_>>(), ranked[..limit].to_vec());
 
     // event-counter: the counts per type of the events read back.
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for event in store.iter_all(1) {
-        *counts
-            .entry(event.unwrap().event_type.to_string())
-            .or_default() += 1;
-    }
+    let counts = reference::event_counts(store.iter_all(1)).unwrap();
     let answer = runner.query("event-counter", &encode(&())).unwrap();
     let got: BTreeMap<String, u64> = rmp_serde::from_slice(&answer).unwrap();
     assert_eq!(got, counts);

@@ -41,7 +41,12 @@
 //! Conventions: event data, state values, query requests and responses are MessagePack with
 //! named fields ([`encode`] / [`decode`]), so other languages can read them. Keep every
 //! piece of memory in the state: the host may restart an instance at any time. Use the event's
-//! `recorded_at`, never a clock, so that rebuilds give the same state.
+//! `recorded_at`, never a clock, so that rebuilds give the same state. The host makes clocks
+//! virtual anyway (they read the unix epoch at the start of every call and move only when the
+//! plugin sleeps; sleeps return at once) and seeds WASI randomness from the projection's name,
+//! version and the call's first position, so code that reads them folds the same way on every
+//! rebuild that cuts the log into the same batches (batching depends on the batch size and on
+//! when catch-up ran: do not let the fold depend on clocks or randomness).
 #![warn(missing_docs)]
 
 extern crate self as strata_plugin;

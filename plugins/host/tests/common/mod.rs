@@ -8,7 +8,8 @@ use serde::Serialize;
 use strata::{
     Bytes, Event, MemoryState, Projection, ProjectionError, ProjectionState, StateLimits, Uuid,
 };
-use strata_wasm::{examples, CacheDir, EngineOptions, PluginEngine, PluginLimits, WasmProjection};
+use strata_testkit::examples;
+use strata_wasm::{CacheDir, EngineOptions, PluginEngine, PluginLimits, WasmProjection};
 
 /// One engine for the whole test binary, caching compiled components next to the examples.
 pub fn engine() -> PluginEngine {
@@ -61,6 +62,7 @@ impl Log {
             recorded_at,
             data: Bytes::from(rmp_serde::to_vec_named(data).expect("encode")),
             metadata: Bytes::new(),
+            tags: Default::default(),
         });
         self.events.last().expect("pushed")
     }
@@ -106,4 +108,96 @@ pub fn query(
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(value).expect("encode")
+}
+
+/// Committed state that takes `delay` for every read: a store on a slow disk, to show that the
+/// time a host function spends counts against the plugin's budget.
+pub struct SlowState {
+    pub inner: MemoryState,
+    pub delay: std::time::Duration,
+}
+
+impl strata::CommittedState for SlowState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, strata::StateError> {
+        std::thread::sleep(self.delay);
+        self.inner.get(key)
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, strata::StateError> {
+        std::thread::sleep(self.delay);
+        self.inner.scan_prefix(prefix, after, limit)
+    }
+}
+
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
+pub fn proc_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// Bytes of plugin output that reached `tracing` (target `strata_wasm::plugin`), counted by a
+/// subscriber installed for the current thread.
+#[derive(Clone, Default)]
+pub struct PluginOutputCounter {
+    pub bytes: Arc<std::sync::atomic::AtomicUsize>,
+    pub records: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PluginOutputCounter {
+    /// Runs `f` with this counter as the thread's subscriber.
+    pub fn count<R>(&self, f: impl FnOnce() -> R) -> R {
+        tracing::subscriber::with_default(self.clone(), f)
+    }
+}
+
+struct MessageLen(usize);
+
+impl tracing::field::Visit for MessageLen {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 += format!("{value:?}").len();
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0 += value.len();
+        }
+    }
+}
+
+impl tracing::Subscriber for PluginOutputCounter {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target() == "strata_wasm::plugin"
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut len = MessageLen(0);
+        event.record(&mut len);
+        self.bytes
+            .fetch_add(len.0, std::sync::atomic::Ordering::Relaxed);
+        self.records
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }
