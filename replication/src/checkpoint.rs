@@ -77,6 +77,43 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// Stores checkpoint `name` at 0 unless it exists: a publisher that ran is known by name
+    /// (status tells a misspelt name from one that published nothing yet).
+    pub fn register(&self, name: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO replication_checkpoints (name, position) VALUES (?1, 0)
+             ON CONFLICT (name) DO NOTHING",
+            [name],
+        )?;
+        Ok(())
+    }
+
+    /// The checkpoint stored under `name`, `None` when there is none.
+    pub fn find(&self, name: &str) -> rusqlite::Result<Option<u64>> {
+        if self.names()?.iter().all(|n| n != name) {
+            return Ok(None);
+        }
+        self.get(name).map(Some)
+    }
+
+    /// Every checkpoint name in the store, sorted.
+    pub fn names(&self) -> rusqlite::Result<Vec<String>> {
+        let exists: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' \
+             AND name = 'replication_checkpoints'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT name FROM replication_checkpoints ORDER BY name")?;
+        let names = statement.query_map([], |r| r.get(0))?;
+        names.collect()
+    }
+
     /// Removes the checkpoint `name`: the next publisher under that name starts from the
     /// beginning of the log (JetStream and the ingester de-duplicate by event id).
     pub fn reset(&self, name: &str) -> rusqlite::Result<()> {

@@ -10,7 +10,7 @@
 //! they are within the stream's duplicate window. Copies older than the window are stored
 //! twice in JetStream and dropped by the ingester, which de-duplicates by event id too.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -20,7 +20,8 @@ use strata::{Event, Store, SubscriptionFilter};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::Checkpoints;
-use crate::retry::Progress;
+use crate::dead_letter::{now_micros, DeadLetter, DeadLetters, Holds, Side};
+use crate::retry::{Progress, StopHandle};
 use crate::{connect, ensure_stream, wire, ReplicationError};
 
 type AckFuture = Pin<
@@ -78,7 +79,7 @@ impl PublisherConfig {
             duplicate_window: Duration::from_secs(3_600),
             checkpoint_every: 1_000,
             ack_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: crate::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
@@ -112,6 +113,10 @@ pub struct PublishReport {
     pub duplicates: u64,
     /// The checkpoint at the end of the run.
     pub checkpoint: u64,
+    /// Events dead-lettered in this run (passed over, see [`crate::dead_letter`]).
+    pub dead_lettered: u64,
+    /// Dead letters of this checkpoint name in the store at the end of the run.
+    pub dead_letters: u64,
 }
 
 /// When a run ends without an error.
@@ -130,6 +135,7 @@ pub struct Publisher {
     path: PathBuf,
     config: PublisherConfig,
     progress: Progress,
+    stop: StopHandle,
 }
 
 impl Publisher {
@@ -144,6 +150,7 @@ impl Publisher {
             path,
             config,
             progress: Progress::new(),
+            stop: StopHandle::new(),
         })
     }
 
@@ -162,23 +169,33 @@ impl Publisher {
         Ok(Checkpoints::open(&self.path)?.get(&self.config.checkpoint_name)?)
     }
 
+    /// Asks a running [`Publisher::run`] (of this publisher or a clone) to stop: it awaits the
+    /// acknowledgements in flight, stores its checkpoint and returns its report.
+    pub fn stop_handle(&self) -> &StopHandle {
+        &self.stop
+    }
+
     /// Connects, makes sure the JetStream stream exists, and publishes from the checkpoint
-    /// until `until` (or an error).
+    /// until `until` (or an error, or a stop). An event that can never be published (larger
+    /// than the server's or the stream's maximum message size) is dead-lettered
+    /// ([`crate::dead_letter`]) with the later events of its stream, and the run goes on.
     pub async fn run(&self, until: Until) -> Result<PublishReport, ReplicationError> {
         let config = &self.config;
+        if self.stop.is_stopped() {
+            let checkpoint = self.checkpoint()?;
+            return Ok(PublishReport {
+                checkpoint,
+                ..PublishReport::default()
+            });
+        }
         let client = connect(&config.server, config.connect_timeout).await?;
         let mut jetstream = async_nats::jetstream::new(client.clone());
         jetstream.set_timeout(config.ack_timeout);
-        ensure_stream(
-            &jetstream,
-            &config.stream,
-            &config.subject_prefix,
-            config.duplicate_window,
-        )
-        .await?;
+        let limit = message_limit(&client, &jetstream, config).await?;
 
         let mut checkpoints =
             CheckpointWriter::open(self.path.clone(), config.checkpoint_name.clone()).await?;
+        let mut holds = Holds::open(&self.path, Side::Push, &config.checkpoint_name)?;
         let start = checkpoints.stored;
         let target = match until {
             Until::Forever => u64::MAX,
@@ -192,26 +209,30 @@ impl Publisher {
             ..PublishReport::default()
         };
         if start >= target {
+            report.dead_letters = holds.table().count(Side::Push, &config.checkpoint_name)?;
             return Ok(report);
         }
 
         let mut events = follow(self.store.clone(), start + 1, config.max_in_flight)?;
-        let mut in_flight: VecDeque<(u64, AckFuture)> =
-            VecDeque::with_capacity(config.max_in_flight);
+        let mut in_flight: VecDeque<(u64, Pending)> = VecDeque::with_capacity(config.max_in_flight);
         let mut acked = start;
         let mut sent = start;
         let mut last_store = Instant::now();
+        let sender = Sender {
+            jetstream: &jetstream,
+            config,
+            limit: &limit,
+        };
         let result: Result<(), ReplicationError> = async {
             loop {
-                // Fill the pipeline with what is already committed.
-                while in_flight.len() < config.max_in_flight && sent < target {
+                let stopping = self.stop.is_stopped();
+                // Fill the pipeline with what is already committed (nothing new once stopping).
+                while !stopping && in_flight.len() < config.max_in_flight && sent < target {
                     match events.try_recv() {
                         Ok(event) => {
                             let event = event?;
                             sent = event.position;
-                            in_flight.push_back(
-                                publish(&jetstream, &config.subject_prefix, &event).await?,
-                            );
+                            in_flight.push_back(sender.send(event, &mut holds).await?);
                         }
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -219,20 +240,22 @@ impl Publisher {
                         }
                     }
                 }
-                let Some((position, ack)) = in_flight.pop_front() else {
+                let Some((position, pending)) = in_flight.pop_front() else {
                     // Nothing in flight: everything read is acknowledged.
                     checkpoints.store(acked).await?;
                     last_store = Instant::now();
-                    if acked >= target {
+                    if acked >= target || stopping {
                         return Ok(());
                     }
-                    match events.recv().await {
+                    let next = tokio::select! {
+                        next = events.recv() => next,
+                        _ = self.stop.stopped() => continue,
+                    };
+                    match next {
                         Some(event) => {
                             let event = event?;
                             sent = event.position;
-                            in_flight.push_back(
-                                publish(&jetstream, &config.subject_prefix, &event).await?,
-                            );
+                            in_flight.push_back(sender.send(event, &mut holds).await?);
                             continue;
                         }
                         None => {
@@ -240,14 +263,21 @@ impl Publisher {
                         }
                     }
                 };
-                let ack = ack.await.map_err(|e| {
-                    ReplicationError::JetStream(format!("publish of position {position}: {e}"))
-                })?;
-                if ack.duplicate {
-                    report.duplicates += 1;
+                match pending {
+                    Pending::DeadLettered => report.dead_lettered += 1,
+                    Pending::Ack(ack) => {
+                        let ack = ack.await.map_err(|e| {
+                            ReplicationError::JetStream(format!(
+                                "publish of position {position}: {e}"
+                            ))
+                        })?;
+                        if ack.duplicate {
+                            report.duplicates += 1;
+                        }
+                        report.published += 1;
+                    }
                 }
                 acked = position;
-                report.published += 1;
                 self.progress.add(1);
                 if acked - checkpoints.stored >= config.checkpoint_every
                     || last_store.elapsed() >= Duration::from_millis(500)
@@ -265,25 +295,186 @@ impl Publisher {
         // Whatever happened, keep the acknowledged prefix.
         let stored = checkpoints.store(acked).await;
         report.checkpoint = checkpoints.stored;
+        report.dead_letters = holds
+            .table()
+            .count(Side::Push, &config.checkpoint_name)
+            .unwrap_or(0);
         result?;
         stored?;
         Ok(report)
     }
+
+    /// Publishes this publisher's dead letters again, in position order, removing each one
+    /// JetStream acknowledges. A stream whose dead letter fails again keeps it and every later
+    /// one (order within a stream is kept); its reason is updated.
+    pub async fn retry_dead_letters(&self) -> Result<RetryReport, ReplicationError> {
+        let config = &self.config;
+        let client = connect(&config.server, config.connect_timeout).await?;
+        let mut jetstream = async_nats::jetstream::new(client.clone());
+        jetstream.set_timeout(config.ack_timeout);
+        let limit = message_limit(&client, &jetstream, config).await?;
+        let table = DeadLetters::open(&self.path)?;
+        let mut failed: HashSet<String> = HashSet::new();
+        let mut report = RetryReport::default();
+        for letter in table.list(Some(Side::Push), Some(&config.checkpoint_name))? {
+            let stream_id = letter.stream_id.clone().unwrap_or_default();
+            if failed.contains(&stream_id) {
+                report.still_dead += 1;
+                continue;
+            }
+            let event = self
+                .store
+                .read_all(letter.id, 1)
+                .map_err(|e| ReplicationError::Store(e.to_string()))?
+                .into_iter()
+                .next()
+                .filter(|e| e.position == letter.id)
+                .ok_or_else(|| {
+                    ReplicationError::Store(format!(
+                        "dead letter at position {} names an event the store does not hold",
+                        letter.id
+                    ))
+                })?;
+            let (subject, headers, payload) = wire::encode(&config.subject_prefix, &event);
+            if let Some(reason) = limit.refuses(wire::message_size(&headers, &payload)) {
+                table.record(&push_letter(&config.checkpoint_name, &event, reason))?;
+                failed.insert(stream_id);
+                report.still_dead += 1;
+                continue;
+            }
+            jetstream
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(|e| ReplicationError::JetStream(format!("publish: {e}")))?
+                .await
+                .map_err(|e| {
+                    ReplicationError::JetStream(format!("publish of position {}: {e}", letter.id))
+                })?;
+            table.remove(Side::Push, &config.checkpoint_name, letter.id)?;
+            report.replicated += 1;
+        }
+        Ok(report)
+    }
 }
 
-async fn publish(
+/// What a retry of dead letters did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryReport {
+    /// Dead letters replicated (and removed).
+    pub replicated: u64,
+    /// Dead letters that failed again or wait behind one that did.
+    pub still_dead: u64,
+}
+
+enum Pending {
+    Ack(AckFuture),
+    /// Recorded as a dead letter: counts as done for the checkpoint.
+    DeadLettered,
+}
+
+/// Publishes one event, or dead-letters it when it can never be published or its stream is
+/// held behind a dead letter.
+struct Sender<'a> {
+    jetstream: &'a async_nats::jetstream::Context,
+    config: &'a PublisherConfig,
+    limit: &'a MessageLimit,
+}
+
+impl Sender<'_> {
+    async fn send(
+        &self,
+        event: Event,
+        holds: &mut Holds,
+    ) -> Result<(u64, Pending), ReplicationError> {
+        let (subject, headers, payload) = wire::encode(&self.config.subject_prefix, &event);
+        let refusal = match holds.held_by(&event.stream_id)? {
+            Some(first) => Some(format!(
+                "held behind the dead letter at position {first} of the same stream"
+            )),
+            None => self.limit.refuses(wire::message_size(&headers, &payload)),
+        };
+        if let Some(reason) = refusal {
+            tracing::warn!(position = event.position, stream = %event.stream_id, %reason, "dead-lettered");
+            holds.record(&push_letter(&self.config.checkpoint_name, &event, reason))?;
+            return Ok((event.position, Pending::DeadLettered));
+        }
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| {
+                ReplicationError::JetStream(format!("publish of position {}: {e}", event.position))
+            })?;
+        Ok((event.position, Pending::Ack(ack.into_future())))
+    }
+}
+
+/// The largest message the server and the stream accept, and which of them sets it.
+struct MessageLimit {
+    bytes: usize,
+    what: &'static str,
+}
+
+impl MessageLimit {
+    /// Why a message of `size` bytes can never be published, if it cannot.
+    fn refuses(&self, size: usize) -> Option<String> {
+        (size > self.bytes).then(|| {
+            format!(
+                "message of {size} bytes exceeds the {} of {} bytes",
+                self.what, self.bytes
+            )
+        })
+    }
+}
+
+/// Makes sure the stream exists and learns the message size limit: the server's `max_payload`
+/// (from its INFO) or the stream's `max_msg_size`, whichever is smaller.
+async fn message_limit(
+    client: &async_nats::Client,
     jetstream: &async_nats::jetstream::Context,
-    prefix: &str,
-    event: &Event,
-) -> Result<(u64, AckFuture), ReplicationError> {
-    let (subject, headers, payload) = wire::encode(prefix, event);
-    let ack = jetstream
-        .publish_with_headers(subject, headers, payload)
+    config: &PublisherConfig,
+) -> Result<MessageLimit, ReplicationError> {
+    let mut stream = ensure_stream(
+        jetstream,
+        &config.stream,
+        &config.subject_prefix,
+        config.duplicate_window,
+        true,
+    )
+    .await?;
+    let mut limit = MessageLimit {
+        bytes: client.server_info().max_payload,
+        what: "server's max_payload",
+    };
+    let stream_max = stream
+        .info()
         .await
-        .map_err(|e| {
-            ReplicationError::JetStream(format!("publish of position {}: {e}", event.position))
-        })?;
-    Ok((event.position, ack.into_future()))
+        .map_err(|e| ReplicationError::JetStream(format!("stream {}: {e}", config.stream)))?
+        .config
+        .max_message_size;
+    if stream_max > 0 && (stream_max as usize) < limit.bytes {
+        limit = MessageLimit {
+            bytes: stream_max as usize,
+            what: "stream's max_msg_size",
+        };
+    }
+    Ok(limit)
+}
+
+fn push_letter(name: &str, event: &Event, reason: String) -> DeadLetter {
+    DeadLetter {
+        side: Side::Push,
+        name: name.to_owned(),
+        id: event.position,
+        source_position: Some(event.position),
+        stream_id: Some(event.stream_id.to_string()),
+        event_id: Some(event.event_id.to_string()),
+        reason,
+        recorded_at: now_micros(),
+        subject: None,
+        headers: None,
+        payload: None,
+    }
 }
 
 /// Reads the log from `from` on a thread of its own (the store's reads block), into a bounded
@@ -337,6 +528,7 @@ impl CheckpointWriter {
             let name = name.clone();
             move || -> rusqlite::Result<(Checkpoints, u64)> {
                 let conn = Checkpoints::open(&path)?;
+                conn.register(&name)?;
                 let stored = conn.get(&name)?;
                 Ok((conn, stored))
             }

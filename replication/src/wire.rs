@@ -123,6 +123,47 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Replicated
     })
 }
 
+/// Bytes the server counts against its `max_payload` for a message: the header block as sent
+/// (`NATS/1.0` line, one `Name: value` line each, blank line) plus the payload.
+pub fn message_size(headers: &HeaderMap, payload: &[u8]) -> usize {
+    let mut size = "NATS/1.0\r\n".len() + "\r\n".len();
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        for value in values {
+            let value: &str = value.as_ref();
+            size += name.len() + ": ".len() + value.len() + "\r\n".len();
+        }
+    }
+    size + payload.len()
+}
+
+/// Headers as text, one `Name: value` a line (for keeping a message in a dead letter).
+pub fn headers_to_text(headers: &HeaderMap) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        for value in values {
+            let value: &str = value.as_ref();
+            lines.push(format!("{name}: {value}"));
+        }
+    }
+    lines.sort();
+    lines.join("\n")
+}
+
+/// Reverses [`headers_to_text`]; lines that are not `Name: value` are skipped.
+pub fn headers_from_text(text: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for line in text.lines() {
+        if let Some((name, value)) = line.split_once(": ") {
+            if let Ok(name) = name.parse::<async_nats::HeaderName>() {
+                headers.append(name, value);
+            }
+        }
+    }
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +179,7 @@ mod tests {
             recorded_at: 1_700_000_000_123_456,
             data: Bytes::from_static(b"\x00\x01data"),
             metadata: Bytes::from_static(b"\xffmeta"),
+            tags: Default::default(),
         };
         let (subject, headers, payload) = encode("strata.device-a", &event);
         assert_eq!(subject, "strata.device-a.order%2E7%20%2A%3E");
@@ -157,6 +199,34 @@ mod tests {
         assert_eq!(back.recorded_at, event.recorded_at);
         assert_eq!(back.data, event.data);
         assert_eq!(back.metadata, event.metadata);
+    }
+
+    #[test]
+    fn headers_survive_text_and_are_counted_like_the_server_does() {
+        let event = Event {
+            position: 1,
+            stream_id: "s".into(),
+            version: 1,
+            event_type: "t".into(),
+            event_id: Uuid::now_v7(),
+            recorded_at: 5,
+            data: Bytes::from_static(b"12345"),
+            metadata: Bytes::from_static(b"m"),
+            tags: Default::default(),
+        };
+        let (_, headers, payload) = encode("p", &event);
+        let back = decode(
+            Some(&headers_from_text(&headers_to_text(&headers))),
+            &payload,
+        )
+        .unwrap();
+        assert_eq!(back.event_id, event.event_id);
+        assert_eq!(back.metadata, event.metadata);
+        let text_size: usize = headers_to_text(&headers)
+            .lines()
+            .map(|line| line.len() + 2)
+            .sum();
+        assert_eq!(message_size(&headers, &payload), 10 + text_size + 2 + 5);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::{all_events, assert_replicated, open, wait_until, NatsServer};
 use strata::{ExpectedVersion, NewEvent, Store, Uuid};
 use strata_nats::checkpoint::Checkpoints;
+use strata_nats::dead_letter::{DeadLetters, Side};
 use strata_nats::{
     run_with_retry, status, IngestUntil, Ingester, IngesterConfig, PublishUntil, Publisher,
     PublisherConfig, ReplicationError, RetryPolicy,
@@ -32,6 +33,8 @@ fn ingester(
     target: &str,
 ) -> Ingester {
     let mut config = IngesterConfig::new(url, stream, prefix, durable, target);
+    // Some tests start the ingester before any publisher.
+    config.create_stream = true;
     config.fetch_wait = Duration::from_millis(200);
     config.gap_retry_delay = Duration::from_millis(50);
     // An ingester killed mid-batch leaves its messages unacknowledged until this passes.
@@ -350,7 +353,7 @@ async fn events_stored_out_of_order_in_jetstream_are_ingested_in_stream_order() 
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
-    strata_nats::ensure_stream(&js, "SRC", "strata.src", Duration::from_secs(60))
+    strata_nats::ensure_stream(&js, "SRC", "strata.src", Duration::from_secs(60), true)
         .await
         .unwrap();
     for index in [2, 3, 4, 0, 1] {
@@ -453,4 +456,424 @@ async fn an_unreachable_server_is_a_clear_error_retried_with_bounded_backoff() {
     assert_eq!(delays, vec![ms(20), ms(40), ms(40)]);
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(p.checkpoint().unwrap(), 0);
+}
+
+fn dead_letters(
+    store: &Store,
+    side: Side,
+    name: &str,
+) -> Vec<strata_nats::dead_letter::DeadLetter> {
+    DeadLetters::open_read_only(&store.path().unwrap())
+        .unwrap()
+        .list(Some(side), Some(name))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_servers_max_payload_is_dead_lettered_and_retried_after_the_limit_is_raised(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = NatsServer::start_with_config(dir.path(), "max_payload: 4096");
+    let url = server.url();
+    let source = open(&dir.path().join("source.strata"));
+    let central = open(&dir.path().join("central.strata"));
+    let small = |i: usize| NewEvent::new("small", format!("small-{i}").into_bytes());
+    source
+        .append("big-stream", ExpectedVersion::Any, vec![small(1)])
+        .unwrap();
+    source
+        .append("other", ExpectedVersion::Any, vec![small(2)])
+        .unwrap();
+    // 5 KB: over the 4 KB max_payload the server announces in its INFO.
+    source
+        .append(
+            "big-stream",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("big", vec![7u8; 5_000])],
+        )
+        .unwrap();
+    source
+        .append("other", ExpectedVersion::Any, vec![small(3)])
+        .unwrap();
+    // Held behind the big one: its stream's order is kept.
+    source
+        .append("big-stream", ExpectedVersion::Any, vec![small(4)])
+        .unwrap();
+    source
+        .append("other", ExpectedVersion::Any, vec![small(5)])
+        .unwrap();
+
+    let p = publisher(&source, &url, "SRC", "strata.src");
+    let report = tokio::time::timeout(Duration::from_secs(30), p.run(PublishUntil::CaughtUp))
+        .await
+        .expect("the push stalled behind the big event")
+        .unwrap();
+    assert_eq!(
+        (report.published, report.dead_lettered, report.checkpoint),
+        (4, 2, 6)
+    );
+    assert_eq!(report.dead_letters, 2);
+    let letters = dead_letters(&source, Side::Push, "nats:SRC");
+    assert_eq!(letters.iter().map(|l| l.id).collect::<Vec<_>>(), vec![3, 5]);
+    assert!(
+        letters[0]
+            .reason
+            .contains("exceeds the server's max_payload of 4096"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(
+        letters[1]
+            .reason
+            .contains("held behind the dead letter at position 3"),
+        "{}",
+        letters[1].reason
+    );
+    assert_eq!(
+        status::source_lag(&source, "nats:SRC")
+            .unwrap()
+            .dead_letters,
+        2
+    );
+    let metrics = status::metrics_text(&source.path().unwrap()).unwrap();
+    assert!(
+        metrics.contains("strata_replication_dead_letters{side=\"push\",name=\"nats:SRC\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_replication_checkpoint{name=\"nats:SRC\"} 6\n"),
+        "{metrics}"
+    );
+
+    // Events after the poison one arrive, once.
+    let i = ingester(&central, &url, "SRC", "strata.src", "central", "src/");
+    let pulled = i
+        .run(IngestUntil::Idle(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    assert_eq!((pulled.appended, pulled.rejected), (4, 0));
+    let stored: Vec<(String, u64)> = all_events(&central)
+        .iter()
+        .map(|e| (e.stream_id.to_string(), e.version))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("src/big-stream", 1),
+            ("src/other", 1),
+            ("src/other", 2),
+            ("src/other", 3)
+        ]
+        .map(|(s, v)| (s.to_owned(), v))
+    );
+
+    // A retry against the same server fails again and keeps both.
+    let again = p.retry_dead_letters().await.unwrap();
+    assert_eq!((again.replicated, again.still_dead), (0, 2));
+    // With the limit raised, the retry publishes both in order and removes them.
+    server.stop();
+    server.set_config(dir.path(), "max_payload: 1048576");
+    server.restart();
+    let retried = p.retry_dead_letters().await.unwrap();
+    assert_eq!((retried.replicated, retried.still_dead), (2, 0));
+    assert!(dead_letters(&source, Side::Push, "nats:SRC").is_empty());
+    // Later events of the stream are no longer held.
+    source
+        .append("big-stream", ExpectedVersion::Any, vec![small(6)])
+        .unwrap();
+    let report = p.run(PublishUntil::CaughtUp).await.unwrap();
+    assert_eq!((report.published, report.dead_lettered), (1, 0));
+    i.run(IngestUntil::Idle(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    assert_replicated(&source, &central, "src/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_cannot_be_ingested_are_dead_lettered_and_the_rest_arrive_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let source = open(&dir.path().join("source.strata"));
+    let central = open(&dir.path().join("central.strata"));
+    // 250 bytes: fine in the source, 259 under the prefix "device-a/".
+    let long_id = "L".repeat(250);
+    for i in 0..3 {
+        source
+            .append(
+                &long_id,
+                ExpectedVersion::Any,
+                vec![NewEvent::new("e", format!("long-{i}"))],
+            )
+            .unwrap();
+        source
+            .append(
+                "short",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("e", format!("short-{i}"))],
+            )
+            .unwrap();
+    }
+    publisher(&source, &url, "SRC", "strata.src")
+        .run(PublishUntil::CaughtUp)
+        .await
+        .unwrap();
+    // And a message on the stream's subjects that is not a strata event at all.
+    let client = strata_nats::connect(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    async_nats::jetstream::new(client)
+        .publish("strata.src.intruder", "hello".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let i = ingester(&central, &url, "SRC", "strata.src", "central", "device-a/");
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        i.run(IngestUntil::Idle(Duration::from_millis(500))),
+    )
+    .await
+    .expect("the pull stalled")
+    .unwrap();
+    assert_eq!(
+        (report.appended, report.rejected, report.dead_letters),
+        (3, 4, 4)
+    );
+    let stored: Vec<String> = all_events(&central)
+        .iter()
+        .map(|e| e.stream_id.to_string())
+        .collect();
+    assert_eq!(stored, vec!["device-a/short"; 3]);
+    let letters = dead_letters(&central, Side::Pull, "central");
+    assert_eq!(letters.len(), 4);
+    assert!(
+        letters[0]
+            .reason
+            .contains("259 bytes, over the limit of 255"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(
+        letters[3].reason.starts_with("not a strata event"),
+        "{}",
+        letters[3].reason
+    );
+    assert_eq!(letters[0].source_position, Some(1));
+    // Nothing is left for JetStream to deliver: they were terminated, not left to redeliver.
+    let lag = status::consumer_lag(&url, "SRC", "central", Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(lag.pending + lag.ack_pending, 0);
+
+    // Retried under a prefix that fits, from the copies kept in the store: no NATS needed.
+    drop(server);
+    let mut config = IngesterConfig::new(&url, "SRC", "strata.src", "central", "d/");
+    config.connect_timeout = Duration::from_millis(200);
+    let retry = Ingester::new(central.clone(), config).unwrap();
+    let retried = retry.retry_dead_letters().await.unwrap();
+    assert_eq!((retried.replicated, retried.still_dead), (3, 1));
+    let long: Vec<u64> = central
+        .read_stream(&format!("d/{long_id}"), 1, strata::Direction::Forwards, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(long, vec![1, 2, 3]);
+    let left = dead_letters(&central, Side::Pull, "central");
+    assert_eq!(left.len(), 1);
+    assert!(left[0].reason.starts_with("not a strata event"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_does_not_create_a_missing_stream_and_says_which_one_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let source = open(&dir.path().join("source.strata"));
+    let central = open(&dir.path().join("central.strata"));
+    fill(&source, "a", 3, 1);
+    publisher(&source, &url, "SRC", "strata.src")
+        .run(PublishUntil::CaughtUp)
+        .await
+        .unwrap();
+    let mut config = IngesterConfig::new(&url, "SCR", "strata.src", "central", "src/");
+    config.fetch_wait = Duration::from_millis(100);
+    let typo = Ingester::new(central.clone(), config.clone()).unwrap();
+    let error = typo
+        .run(IngestUntil::Idle(Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable());
+    let text = error.to_string();
+    assert!(
+        text.contains("JetStream stream SCR does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("stream SRC captures strata.src.>"), "{text}");
+    let client = strata_nats::connect(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    assert!(
+        js.get_stream("SCR").await.is_err(),
+        "the misspelt stream was created"
+    );
+    // Asked to create it, it says the subjects are taken instead of a bare "overlap".
+    config.create_stream = true;
+    let error = Ingester::new(central.clone(), config)
+        .unwrap()
+        .run(IngestUntil::Idle(Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("already captured by another stream"),
+        "{error}"
+    );
+    // status on a missing stream or durable is an error, not a lag of everything.
+    let error = status::consumer_lag(&url, "SCR", "central", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("stream SCR does not exist"),
+        "{error}"
+    );
+    let error = status::consumer_lag(&url, "SRC", "centrl", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("durable consumer centrl does not exist"),
+        "{error}"
+    );
+    let error = status::source_lag(&source, "nats:SCR").unwrap_err();
+    assert!(error.to_string().contains("[\"nats:SRC\"]"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_ack_wait_is_applied_to_the_existing_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let central = open(&dir.path().join("central.strata"));
+    let run = |ack_wait: Duration, prefix: &str| {
+        let mut config = IngesterConfig::new(&url, "SRC", prefix, "central", "src/");
+        config.create_stream = true;
+        config.fetch_wait = Duration::from_millis(50);
+        config.ack_wait = ack_wait;
+        let ingester = Ingester::new(central.clone(), config).unwrap();
+        async move {
+            ingester
+                .run(IngestUntil::Idle(Duration::from_millis(50)))
+                .await
+        }
+    };
+    run(Duration::from_secs(2), "strata.src").await.unwrap();
+    run(Duration::from_secs(7), "strata.src").await.unwrap();
+    let client = strata_nats::connect(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let info = js
+        .get_stream("SRC")
+        .await
+        .unwrap()
+        .consumer_info("central")
+        .await
+        .unwrap();
+    assert_eq!(info.config.ack_wait, Duration::from_secs(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_that_filters_other_subjects_is_refused_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let central = open(&dir.path().join("central.strata"));
+    // One JetStream stream carrying two sources, so that either subject prefix is accepted.
+    let client = strata_nats::connect(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut config = strata_nats::stream_config("SRC", "strata.a", Duration::from_secs(60));
+    config.subjects.push("strata.b.>".into());
+    js.create_stream(config).await.unwrap();
+    let run = |subject_prefix: &str| {
+        let mut config = IngesterConfig::new(&url, "SRC", subject_prefix, "central", "src/");
+        config.fetch_wait = Duration::from_millis(50);
+        let ingester = Ingester::new(central.clone(), config).unwrap();
+        async move {
+            ingester
+                .run(IngestUntil::Idle(Duration::from_millis(50)))
+                .await
+        }
+    };
+    run("strata.a").await.unwrap();
+    let error = run("strata.b").await.unwrap_err();
+    assert!(matches!(error, ReplicationError::Config(_)), "{error:?}");
+    assert!(!error.is_retryable());
+    let text = error.to_string();
+    assert!(
+        text.contains("durable consumer central on stream SRC exists with filter \"strata.a.>\"")
+            && text.contains("this pull needs filter \"strata.b.>\"")
+            && text.contains("use another --durable name"),
+        "{text}"
+    );
+    let info = js
+        .get_stream("SRC")
+        .await
+        .unwrap()
+        .consumer_info("central")
+        .await
+        .unwrap();
+    assert_eq!(info.config.filter_subject, "strata.a.>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_both_sides_with_their_reports_and_checkpoint_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let source = open(&dir.path().join("source.strata"));
+    let central = open(&dir.path().join("central.strata"));
+    fill(&source, "a", 20, 5);
+    let p = publisher(&source, &url, "SRC", "strata.src");
+    let i = ingester(&central, &url, "SRC", "strata.src", "central", "src/");
+    let push = tokio::spawn({
+        let p = p.clone();
+        async move { p.run(PublishUntil::Forever).await }
+    });
+    // The puller does not create the JetStream stream: start it once the pusher has.
+    wait_until(Duration::from_secs(30), "publishing", || {
+        p.checkpoint().unwrap() == 100
+    })
+    .await;
+    let pull = tokio::spawn({
+        let i = i.clone();
+        async move { i.run(IngestUntil::Forever).await }
+    });
+    wait_until(Duration::from_secs(30), "replication", || {
+        central.last_position().unwrap() == 100
+    })
+    .await;
+    p.stop_handle().stop();
+    i.stop_handle().stop();
+    let pushed = tokio::time::timeout(Duration::from_secs(10), push)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let pulled = tokio::time::timeout(Duration::from_secs(10), pull)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((pushed.published, pushed.checkpoint), (100, 100));
+    assert_eq!(p.checkpoint().unwrap(), 100);
+    assert_eq!(pulled.appended, 100);
+    assert_replicated(&source, &central, "src/");
 }

@@ -50,20 +50,41 @@ pub struct NatsServer {
     pub port: u16,
     store_dir: PathBuf,
     log: PathBuf,
+    /// A configuration file passed with `-c`, when the server needs settings flags lack.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl NatsServer {
     /// Starts a server storing JetStream data under `dir`.
     pub fn start(dir: &Path) -> NatsServer {
+        NatsServer::start_with_config(dir, "")
+    }
+
+    /// Starts a server with `config` (nats-server configuration syntax, such as
+    /// `max_payload: 4096`) besides the usual flags.
+    pub fn start_with_config(dir: &Path, config: &str) -> NatsServer {
         let mut server = NatsServer {
             port: free_port(),
             store_dir: dir.join("jetstream"),
             log: dir.join("nats-server.log"),
+            config: None,
             child: None,
         };
+        server.set_config(dir, config);
         server.restart();
         server
+    }
+
+    /// Replaces the configuration used by the next [`NatsServer::restart`].
+    pub fn set_config(&mut self, dir: &Path, config: &str) {
+        if config.is_empty() {
+            self.config = None;
+            return;
+        }
+        let path = dir.join(format!("nats-server-{}.conf", self.port));
+        std::fs::write(&path, config).unwrap();
+        self.config = Some(path);
     }
 
     pub fn url(&self) -> String {
@@ -78,7 +99,11 @@ impl NatsServer {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(nats_server_binary())
+        let mut command = Command::new(nats_server_binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -186,4 +211,42 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A TCP listener on 127.0.0.1 that accepts connections and never says anything (as a
+/// firewall or a stuck process would); stops with the test process.
+pub fn silent_listener() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    format!("nats://127.0.0.1:{port}")
+}
+
+/// A tiny HTTP server on 127.0.0.1: it answers every connection with an HTTP response once it
+/// got a request or waited 200 ms for one (as nats-server's monitoring port or any web server
+/// would, to a client that does not speak HTTP).
+pub fn http_server() -> String {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\nBad Request",
+                );
+                // Keep the connection open, like a keep-alive server.
+                std::thread::sleep(Duration::from_secs(60));
+            });
+        }
+    });
+    format!("nats://127.0.0.1:{port}")
 }
