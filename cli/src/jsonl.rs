@@ -175,6 +175,7 @@ mod tests {
             recorded_at: 0,
             data: data.into(),
             metadata: metadata.into(),
+            tags: Default::default(),
         }
     }
 

@@ -1,23 +1,21 @@
 //! `strata`: the command line of the strata embedded event store.
 
-mod buckets;
-mod commands;
-mod demo;
+mod cmd;
 mod error;
 mod jsonl;
-mod projections;
-mod replicate;
+mod out;
 mod term;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use strata::maintenance::RetentionAction;
+use clap::{Parser, Subcommand};
 use strata::{BucketWidth, ExpectedVersion, Uuid};
 
-use commands::{Format, Selection};
+use cmd::bucket::BucketCommand;
+use cmd::projection::ProjectionCommand;
+use cmd::read::{Format, Selection};
+use cmd::replicate::ReplicateCommand;
 use error::{CliError, CliResult};
 
 /// strata: an embedded event store in one SQLite file.
@@ -90,7 +88,7 @@ enum Command {
         #[arg(long)]
         metadata: Option<String>,
         /// Expected version of the stream: any, no-stream, exists, or a number (0 = no events).
-        #[arg(long, default_value = "any", value_parser = commands::parse_expected)]
+        #[arg(long, default_value = "any", value_parser = cmd::append::parse_expected)]
         expected_version: ExpectedVersion,
         /// The event id (a UUID); generated when absent.
         #[arg(long)]
@@ -118,7 +116,7 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         batch: usize,
         /// Longest line accepted, in bytes.
-        #[arg(long, default_value_t = commands::DEFAULT_MAX_LINE_BYTES)]
+        #[arg(long, default_value_t = cmd::import::DEFAULT_MAX_LINE_BYTES)]
         max_line_bytes: usize,
     },
 
@@ -216,7 +214,7 @@ enum Command {
     ///
     /// Example: strata replicate push --db a.strata --stream DEVICE_A --subject-prefix strata.device-a
     #[command(subcommand)]
-    Replicate(replicate::ReplicateCommand),
+    Replicate(ReplicateCommand),
     /// WebAssembly projections: add, list, status, rebuild, reset, query, catch-up.
     ///
     /// `add` stores the component's bytes in the store file (table `projection_modules`), so
@@ -229,146 +227,12 @@ enum Command {
     Projection(ProjectionCommand),
 }
 
-#[derive(Debug, Subcommand)]
-enum ProjectionCommand {
-    /// Store a projection component in the file and register it (a new version of a known
-    /// projection rebuilds beside the old one, which serves queries until the swap).
-    ///
-    /// Example: strata projection add --db events.strata user_stats.wasm --catch-up
-    Add {
-        /// The component (.wasm) of the strata:projection world.
-        file: PathBuf,
-        /// Fold the log up to its head right away.
-        #[arg(long)]
-        catch_up: bool,
-    },
-    /// List the projections stored in the file, with phase, checkpoint and lag.
-    List,
-    /// Show one projection's versions, phase, checkpoint, lag, fault and skipped events.
-    Status {
-        /// The projection's name.
-        name: String,
-    },
-    /// Rebuild: finish a pending new version's rebuild, or reset and fold the log again.
-    Rebuild {
-        /// The projection's name.
-        name: String,
-    },
-    /// Delete a projection's state and checkpoint; it folds the log again on its next run.
-    Reset {
-        /// The projection's name.
-        name: String,
-    },
-    /// Ask a projection a question: the request is JSON (sent as MessagePack), the answer is
-    /// printed as JSON. Catches up first unless --no-catch-up.
-    ///
-    /// Example: strata projection query --db events.strata user-stats '{"user_id": "user-7"}'
-    Query {
-        /// The projection's name.
-        name: String,
-        /// The request, as JSON.
-        request: String,
-        /// Answer from the state as it is, without folding new events first.
-        #[arg(long)]
-        no_catch_up: bool,
-    },
-    /// Fold new events into one stored projection, or all of them.
-    CatchUp {
-        /// The projection's name; all when absent.
-        name: Option<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum BucketCommand {
-    /// List the buckets: id, state, time range, positions, events, archive file.
-    ///
-    /// Example: strata bucket list --db events.strata
-    List,
-    /// Seal a bucket: no more appends go to it (the next append opens a new bucket).
-    ///
-    /// Example: strata bucket seal --db events.strata 3
-    Seal {
-        /// The bucket id.
-        id: i64,
-    },
-    /// Move a sealed bucket into its own SQLite file and out of the store, in one step.
-    ///
-    /// The archive holds the events with stream ids and type names (table `events`, view
-    /// `events_readable`, table `archive_info`) and opens with the sqlite3 shell. Reads of its
-    /// range then name the archive file. The store file is vacuumed afterwards unless
-    /// --no-vacuum.
-    ///
-    /// Example: strata bucket archive --db events.strata 1 --to archives/
-    Archive {
-        /// The bucket id.
-        id: i64,
-        /// An existing directory (the file is named after the store and the bucket) or the path
-        /// of a new file.
-        #[arg(long)]
-        to: PathBuf,
-        #[command(flatten)]
-        vacuum: VacuumArg,
-    },
-    /// Delete a sealed bucket and its events.
-    ///
-    /// Example: strata bucket drop --db events.strata 1 --yes
-    Drop {
-        /// The bucket id.
-        id: i64,
-        /// Confirm that the events are to be deleted.
-        #[arg(long)]
-        yes: bool,
-        #[command(flatten)]
-        vacuum: VacuumArg,
-    },
-    /// Retention: archive or drop every sealed bucket whose time range ended more than the
-    /// given age ago. The active bucket is never touched.
-    ///
-    /// Example: strata bucket retain --db events.strata --older-than 90d --archive-to archives/
-    ///
-    /// Example: strata bucket retain --db events.strata --older-than 1y --drop --yes
-    Retain {
-        /// Age, such as 90d, 12h, 1y 6months.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        older_than: Duration,
-        /// Archive the buckets into this directory.
-        #[arg(long, required_unless_present = "drop", conflicts_with = "drop")]
-        archive_to: Option<PathBuf>,
-        /// Drop the buckets (needs --yes).
-        #[arg(long)]
-        drop: bool,
-        /// Confirm that dropped events are to be deleted.
-        #[arg(long)]
-        yes: bool,
-        #[command(flatten)]
-        vacuum: VacuumArg,
-    },
-}
-
-#[derive(Debug, Args)]
-struct VacuumArg {
-    /// Do not VACUUM the store afterwards (the freed pages are reused by later appends).
-    #[arg(long)]
-    no_vacuum: bool,
-}
-
 fn parse_width(text: &str) -> Result<BucketWidth, String> {
     BucketWidth::parse(text).ok_or_else(|| format!("{text:?} is not one of hour, day, week, month"))
 }
 
 fn db(cli_db: Option<PathBuf>) -> CliResult<PathBuf> {
     cli_db.ok_or_else(|| CliError::user("no store given: pass --db PATH or set STRATA_DB"))
-}
-
-fn confirm(yes: bool) -> CliResult {
-    if yes {
-        Ok(())
-    } else {
-        Err(CliError::user(
-            "dropping deletes events for good: add --yes to confirm",
-        ))
-    }
 }
 
 fn run(cli: Cli) -> CliResult {
@@ -378,14 +242,14 @@ fn run(cli: Cli) -> CliResult {
             batch,
             seed,
             fast,
-        } => demo::run(demo::DemoArgs {
+        } => cmd::demo::run(cmd::demo::DemoArgs {
             events,
             db: cli.db,
             batch,
             seed,
             fast,
         }),
-        Command::Init { bucket_width } => commands::init(&db(cli.db)?, bucket_width),
+        Command::Init { bucket_width } => cmd::init::run(&db(cli.db)?, bucket_width),
         Command::Append {
             stream,
             event_type,
@@ -393,7 +257,7 @@ fn run(cli: Cli) -> CliResult {
             metadata,
             expected_version,
             event_id,
-        } => commands::append(
+        } => cmd::append::run(
             &db(cli.db)?,
             &stream,
             &event_type,
@@ -406,7 +270,7 @@ fn run(cli: Cli) -> CliResult {
             file,
             batch,
             max_line_bytes,
-        } => commands::import(commands::ImportArgs {
+        } => cmd::import::run(cmd::import::ImportArgs {
             db: db(cli.db)?,
             file,
             batch,
@@ -426,68 +290,21 @@ fn run(cli: Cli) -> CliResult {
                 (None, true) => Selection::All,
                 (None, false) => Selection::Types(event_type),
             };
-            commands::read(&db(cli.db)?, selection, from, limit, format)
+            cmd::read::run(&db(cli.db)?, selection, from, limit, format)
         }
         Command::Tail {
             lines,
             follow,
             format,
-        } => commands::tail(&db(cli.db)?, lines, follow, format),
+        } => cmd::tail::run(&db(cli.db)?, lines, follow, format),
         Command::Export { output, from } => {
-            commands::export(&db(cli.db)?, output.as_deref(), from.max(1))
+            cmd::export::run(&db(cli.db)?, output.as_deref(), from.max(1))
         }
-        Command::Check => commands::check(&db(cli.db)?),
-        Command::Stats => commands::stats(&db(cli.db)?),
-        Command::Replicate(command) => replicate::run(&db(cli.db)?, command),
-        Command::Projection(command) => {
-            let db = db(cli.db)?;
-            match command {
-                ProjectionCommand::Add { file, catch_up } => projections::add(&db, &file, catch_up),
-                ProjectionCommand::List => projections::list(&db),
-                ProjectionCommand::Status { name } => projections::status(&db, &name),
-                ProjectionCommand::Rebuild { name } => projections::rebuild(&db, &name),
-                ProjectionCommand::Reset { name } => projections::reset(&db, &name),
-                ProjectionCommand::Query {
-                    name,
-                    request,
-                    no_catch_up,
-                } => projections::query(&db, &name, &request, !no_catch_up),
-                ProjectionCommand::CatchUp { name } => {
-                    projections::catch_up_cmd(&db, name.as_deref())
-                }
-            }
-        }
-        Command::Bucket(command) => {
-            let db = db(cli.db)?;
-            match command {
-                BucketCommand::List => commands::bucket_list(&db),
-                BucketCommand::Seal { id } => commands::bucket_seal(&db, id),
-                BucketCommand::Archive { id, to, vacuum } => {
-                    commands::bucket_archive(&db, id, &to, !vacuum.no_vacuum)
-                }
-                BucketCommand::Drop { id, yes, vacuum } => {
-                    confirm(yes)?;
-                    commands::bucket_drop(&db, id, !vacuum.no_vacuum)
-                }
-                BucketCommand::Retain {
-                    older_than,
-                    archive_to,
-                    drop,
-                    yes,
-                    vacuum,
-                } => {
-                    let action = match archive_to {
-                        Some(dir) => RetentionAction::ArchiveTo(dir),
-                        None => {
-                            debug_assert!(drop);
-                            confirm(yes)?;
-                            RetentionAction::Drop
-                        }
-                    };
-                    commands::bucket_retain(&db, older_than, action, !vacuum.no_vacuum)
-                }
-            }
-        }
+        Command::Check => cmd::check::run(&db(cli.db)?),
+        Command::Stats => cmd::stats::run(&db(cli.db)?),
+        Command::Replicate(command) => cmd::replicate::run(&db(cli.db)?, command),
+        Command::Projection(command) => cmd::projection::run(&db(cli.db)?, command),
+        Command::Bucket(command) => cmd::bucket::run(&db(cli.db)?, command),
     }
 }
 

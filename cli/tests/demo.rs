@@ -1,16 +1,15 @@
 //! `strata demo` end to end, through the built binary.
 
-use assert_cmd::Command;
+use strata_testkit::cli::StrataBinary;
 
-fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-}
+const STRATA: StrataBinary = StrataBinary::new(env!("CARGO_BIN_EXE_strata"));
 
 #[test]
 fn demo_appends_reads_back_and_reports_every_event_type() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.strata");
-    let output = strata()
+    let output = STRATA
+        .command()
         .args([
             "demo", "--events", "3000", "--batch", "250", "--fast", "--db",
         ])
@@ -23,7 +22,7 @@ fn demo_appends_reads_back_and_reports_every_event_type() {
     assert!(stdout.contains("read:   3,000 events"), "{stdout}");
     // The per-type counts add up to the total.
     let mut total = 0u64;
-    for kind in strata::workload::EVENT_TYPES {
+    for kind in strata_testkit::workload::EVENT_TYPES {
         let line = stdout
             .lines()
             .find(|line| line.starts_with(&format!("| {kind} ")))
@@ -51,7 +50,8 @@ fn demo_appends_reads_back_and_reports_every_event_type() {
     assert!(!String::from_utf8_lossy(&output.stderr).contains('\u{1b}'));
 
     // Running it again on the same file stores nothing twice.
-    let output = strata()
+    let output = STRATA
+        .command()
         .args([
             "demo", "--events", "3000", "--batch", "250", "--fast", "--db",
         ])
@@ -69,7 +69,11 @@ fn demo_appends_reads_back_and_reports_every_event_type() {
 
 #[test]
 fn demo_rejects_out_of_range_arguments_with_exit_code_1() {
-    let output = strata().args(["demo", "--events", "0"]).output().unwrap();
+    let output = STRATA
+        .command()
+        .args(["demo", "--events", "0"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("--events must be"), "{stderr}");
@@ -78,9 +82,67 @@ fn demo_rejects_out_of_range_arguments_with_exit_code_1() {
 
 #[test]
 fn demo_help_has_an_example() {
-    let output = strata().args(["demo", "--help"]).output().unwrap();
+    let output = STRATA.command().args(["demo", "--help"]).output().unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8(output.stdout)
         .unwrap()
         .contains("Example: strata demo"));
+}
+
+#[test]
+fn demo_without_a_checkout_says_what_it_needs_before_doing_anything() {
+    // An installed binary whose checkout is gone: STRATA_SOURCE_DIR points at an empty directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let db = elsewhere.path().join("demo.strata");
+    let output = STRATA
+        .command()
+        .env("STRATA_SOURCE_DIR", elsewhere.path())
+        .args(["demo", "--events", "1000", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for needed in [
+        "checkout of the strata repository",
+        &elsewhere.path().display().to_string(),
+        "STRATA_SOURCE_DIR",
+        "cargo run --release -p strata-cli -- demo",
+    ] {
+        assert!(stderr.contains(needed), "{needed:?} not in {stderr}");
+    }
+    assert!(!stderr.contains("cargo exited"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing was run");
+    assert!(!db.exists(), "no store was created");
+}
+
+#[test]
+fn demo_of_a_copied_binary_finds_the_checkout_it_was_built_in() {
+    // The binary alone, moved out of the target directory, still knows its checkout; STRATA_SOURCE_DIR
+    // set to that checkout is the same.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("strata");
+    std::fs::copy(STRATA.path(), &copy).unwrap();
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for source_dir in [None, Some(checkout.as_path())] {
+        let mut command = std::process::Command::new(&copy);
+        command
+            .env_remove("STRATA_DB")
+            .env_remove("STRATA_SOURCE_DIR");
+        if let Some(source_dir) = source_dir {
+            command.env("STRATA_SOURCE_DIR", source_dir);
+        }
+        let output = command
+            .current_dir(dir.path())
+            .args(["demo", "--events", "500", "--fast"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            stdout.contains("check: the plugins' answers equal the native computation"),
+            "{stdout}"
+        );
+    }
 }

@@ -4,42 +4,21 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
 use serde_json::Value;
+use strata_testkit::cli::{failed_with, succeeded, StrataBinary};
 
-fn strata(db: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
-    command.env_remove("STRATA_DB").arg("--db").arg(db);
-    command
-}
+const STRATA: StrataBinary = StrataBinary::new(env!("CARGO_BIN_EXE_strata"));
 
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
+/// The one-line message of a run that exited with `code`.
 fn fails(output: Output, code: i32) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = failed_with(output, code);
     assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr}");
     stderr
 }
 
 fn new_store(dir: &Path) -> PathBuf {
     let db = dir.join("events.strata");
-    ok(strata(&db).arg("init").output().unwrap());
+    succeeded(STRATA.at(&db).arg("init").output().unwrap());
     db
 }
 
@@ -91,21 +70,27 @@ fn import_read_export_round_trip_gives_identical_json_lines() {
     let input = dir.path().join("in.jsonl");
     let lines = sample_lines();
     write_lines(&input, &lines);
-    let out = ok(strata(&db)
-        .args(["import", "--batch", "16"])
-        .arg(&input)
-        .output()
-        .unwrap());
+    let out = succeeded(
+        STRATA
+            .at(&db)
+            .args(["import", "--batch", "16"])
+            .arg(&input)
+            .output()
+            .unwrap(),
+    );
     assert!(out.contains("imported 40 events"), "{out}");
 
     // read --all and export print the same lines; they carry what the input had, in order.
-    let read = ok(strata(&db).args(["read", "--all"]).output().unwrap());
+    let read = succeeded(STRATA.at(&db).args(["read", "--all"]).output().unwrap());
     let exported = dir.path().join("out.jsonl");
-    ok(strata(&db)
-        .args(["export", "--output"])
-        .arg(&exported)
-        .output()
-        .unwrap());
+    succeeded(
+        STRATA
+            .at(&db)
+            .args(["export", "--output"])
+            .arg(&exported)
+            .output()
+            .unwrap(),
+    );
     let export_text = std::fs::read_to_string(&exported).unwrap();
     assert_eq!(read, export_text);
     let exported_values = parse_lines(&export_text);
@@ -120,7 +105,9 @@ fn import_read_export_round_trip_gives_identical_json_lines() {
         );
     }
     // A stream read shows that stream only, versions 1.. in order.
-    let stream = parse_lines(&ok(strata(&db).args(["read", "order-3"]).output().unwrap()));
+    let stream = parse_lines(&succeeded(
+        STRATA.at(&db).args(["read", "order-3"]).output().unwrap(),
+    ));
     assert_eq!(
         stream
             .iter()
@@ -129,24 +116,36 @@ fn import_read_export_round_trip_gives_identical_json_lines() {
         (1..=stream.len() as u64).collect::<Vec<_>>()
     );
     assert!(stream.iter().all(|e| e["stream"] == "order-3"));
-    let tail = parse_lines(&ok(strata(&db).args(["tail", "-n", "3"]).output().unwrap()));
+    let tail = parse_lines(&succeeded(
+        STRATA.at(&db).args(["tail", "-n", "3"]).output().unwrap(),
+    ));
     assert_eq!(
         tail.iter()
             .map(|e| e["position"].as_u64().unwrap())
             .collect::<Vec<_>>(),
         vec![38, 39, 40]
     );
-    let typed = parse_lines(&ok(strata(&db)
-        .args(["read", "--type", "order_created"])
-        .output()
-        .unwrap()));
+    let typed = parse_lines(&succeeded(
+        STRATA
+            .at(&db)
+            .args(["read", "--type", "order_created"])
+            .output()
+            .unwrap(),
+    ));
     assert_eq!(typed.len(), 14);
 
     // The export imports into another store unchanged: identical lines but for recorded_at.
     let db2 = dir.path().join("copy.strata");
-    ok(strata(&db2).arg("init").output().unwrap());
-    ok(strata(&db2).arg("import").arg(&exported).output().unwrap());
-    let second = parse_lines(&ok(strata(&db2).arg("export").output().unwrap()));
+    succeeded(STRATA.at(&db2).arg("init").output().unwrap());
+    succeeded(
+        STRATA
+            .at(&db2)
+            .arg("import")
+            .arg(&exported)
+            .output()
+            .unwrap(),
+    );
+    let second = parse_lines(&succeeded(STRATA.at(&db2).arg("export").output().unwrap()));
     assert_eq!(second.len(), 40);
     for (a, b) in exported_values.iter().zip(&second) {
         assert_eq!(
@@ -155,9 +154,19 @@ fn import_read_export_round_trip_gives_identical_json_lines() {
         );
     }
     // And importing the export into the original store changes nothing, byte for byte.
-    let out = ok(strata(&db).arg("import").arg(&exported).output().unwrap());
+    let out = succeeded(
+        STRATA
+            .at(&db)
+            .arg("import")
+            .arg(&exported)
+            .output()
+            .unwrap(),
+    );
     assert!(out.contains("(0 new, 40 already stored)"), "{out}");
-    assert_eq!(ok(strata(&db).arg("export").output().unwrap()), export_text);
+    assert_eq!(
+        succeeded(STRATA.at(&db).arg("export").output().unwrap()),
+        export_text
+    );
 }
 
 #[test]
@@ -175,7 +184,8 @@ fn a_bad_line_commits_nothing_of_its_batch_and_a_rerun_adds_no_duplicates() {
     lines[16] = r#"{"stream": "s-0", "type": "t", "data": {"i": 16}"#.to_owned(); // truncated
     write_lines(&input, &lines);
     let stderr = fails(
-        strata(&db)
+        STRATA
+            .at(&db)
             .args(["import", "--batch", "10"])
             .arg(&input)
             .output()
@@ -189,20 +199,27 @@ fn a_bad_line_commits_nothing_of_its_batch_and_a_rerun_adds_no_duplicates() {
         "{stderr}"
     );
     // The first batch (lines 1..=10) is stored, nothing of lines 11..=17.
-    let all = parse_lines(&ok(strata(&db).args(["read", "--all"]).output().unwrap()));
+    let all = parse_lines(&succeeded(
+        STRATA.at(&db).args(["read", "--all"]).output().unwrap(),
+    ));
     assert_eq!(all.len(), 10);
     assert_eq!(all[9]["data"]["i"], 9);
 
     // Fix the line and run again: 25 events, each once.
     lines[16] = serde_json::json!({"stream": "s-0", "type": "t", "data": {"i": 16}}).to_string();
     write_lines(&input, &lines);
-    let out = ok(strata(&db)
-        .args(["import", "--batch", "10"])
-        .arg(&input)
-        .output()
-        .unwrap());
+    let out = succeeded(
+        STRATA
+            .at(&db)
+            .args(["import", "--batch", "10"])
+            .arg(&input)
+            .output()
+            .unwrap(),
+    );
     assert!(out.contains("(15 new, 10 already stored)"), "{out}");
-    let all = parse_lines(&ok(strata(&db).args(["read", "--all"]).output().unwrap()));
+    let all = parse_lines(&succeeded(
+        STRATA.at(&db).args(["read", "--all"]).output().unwrap(),
+    ));
     assert_eq!(all.len(), 25);
     let values: Vec<i64> = all
         .iter()
@@ -214,7 +231,7 @@ fn a_bad_line_commits_nothing_of_its_batch_and_a_rerun_adds_no_duplicates() {
         .map(|e| e["event_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), 25);
-    ok(strata(&db).arg("check").output().unwrap());
+    succeeded(STRATA.at(&db).arg("check").output().unwrap());
 }
 
 #[test]
@@ -230,7 +247,10 @@ fn import_limits_and_field_errors_name_the_line() {
             r#"{"stream":"s","type":"t","payload":1}"#.to_owned(),
         ],
     );
-    let stderr = fails(strata(&db).arg("import").arg(&input).output().unwrap(), 1);
+    let stderr = fails(
+        STRATA.at(&db).arg("import").arg(&input).output().unwrap(),
+        1,
+    );
     assert!(stderr.contains(":3: unknown field `payload`"), "{stderr}");
     write_lines(
         &input,
@@ -240,7 +260,8 @@ fn import_limits_and_field_errors_name_the_line() {
         )],
     );
     let stderr = fails(
-        strata(&db)
+        STRATA
+            .at(&db)
             .args(["import", "--max-line-bytes", "100"])
             .arg(&input)
             .output()
@@ -252,7 +273,8 @@ fn import_limits_and_field_errors_name_the_line() {
         "{stderr}"
     );
     fails(
-        strata(&db)
+        STRATA
+            .at(&db)
             .args(["import", "--batch", "0"])
             .arg(&input)
             .output()
@@ -260,7 +282,7 @@ fn import_limits_and_field_errors_name_the_line() {
         1,
     );
     assert_eq!(
-        ok(strata(&db).args(["read", "--all"]).output().unwrap()),
+        succeeded(STRATA.at(&db).args(["read", "--all"]).output().unwrap()),
         ""
     );
 }
@@ -269,28 +291,32 @@ fn import_limits_and_field_errors_name_the_line() {
 fn append_checks_the_expected_version_and_exit_codes_follow_the_rules() {
     let dir = tempfile::tempdir().unwrap();
     let db = new_store(dir.path());
-    let out = ok(strata(&db)
-        .args([
-            "append",
-            "user-1",
-            "user_created",
-            r#"{"user_id":"user-1"}"#,
-        ])
-        .args([
-            "--expected-version",
-            "no-stream",
-            "--metadata",
-            r#"{"by":"cli"}"#,
-        ])
-        .output()
-        .unwrap());
+    let out = succeeded(
+        STRATA
+            .at(&db)
+            .args([
+                "append",
+                "user-1",
+                "user_created",
+                r#"{"user_id":"user-1"}"#,
+            ])
+            .args([
+                "--expected-version",
+                "no-stream",
+                "--metadata",
+                r#"{"by":"cli"}"#,
+            ])
+            .output()
+            .unwrap(),
+    );
     let result: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
         (result["position"].as_u64(), result["version"].as_u64()),
         (Some(1), Some(1))
     );
     let stderr = fails(
-        strata(&db)
+        STRATA
+            .at(&db)
             .args([
                 "append",
                 "user-1",
@@ -308,25 +334,33 @@ fn append_checks_the_expected_version_and_exit_codes_follow_the_rules() {
         "{stderr}"
     );
     fails(
-        strata(&db)
+        STRATA
+            .at(&db)
             .args(["append", "s", "t", "{not json"])
             .output()
             .unwrap(),
         1,
     );
-    fails(strata(&db).args(["read"]).output().unwrap(), 1); // usage error
-    fails(strata(&db).args(["frobnicate"]).output().unwrap(), 1);
+    fails(STRATA.at(&db).args(["read"]).output().unwrap(), 1); // usage error
+    fails(STRATA.at(&db).args(["frobnicate"]).output().unwrap(), 1);
     let missing = dir.path().join("missing.strata");
     let stderr = fails(
-        strata(&missing).args(["read", "--all"]).output().unwrap(),
+        STRATA
+            .at(&missing)
+            .args(["read", "--all"])
+            .output()
+            .unwrap(),
         1,
     );
     assert!(stderr.contains("strata init"), "{stderr}");
     assert!(!missing.exists());
-    let table = ok(strata(&db)
-        .args(["read", "user-1", "--format", "table"])
-        .output()
-        .unwrap());
+    let table = succeeded(
+        STRATA
+            .at(&db)
+            .args(["read", "user-1", "--format", "table"])
+            .output()
+            .unwrap(),
+    );
     assert!(
         table.contains("user_created") && table.contains(r#"{"user_id":"user-1"}"#),
         "{table}"
@@ -339,10 +373,11 @@ fn archive_then_read_names_the_archive_which_sqlite3_opens() {
     let db = new_store(dir.path());
     let input = dir.path().join("in.jsonl");
     write_lines(&input, &sample_lines());
-    ok(strata(&db).arg("import").arg(&input).output().unwrap());
+    succeeded(STRATA.at(&db).arg("import").arg(&input).output().unwrap());
     // The active bucket is never archived.
     let stderr = fails(
-        strata(&db)
+        STRATA
+            .at(&db)
             .args(["bucket", "archive", "1", "--to"])
             .arg(dir.path())
             .output()
@@ -350,18 +385,30 @@ fn archive_then_read_names_the_archive_which_sqlite3_opens() {
         1,
     );
     assert!(stderr.contains("seal it first"), "{stderr}");
-    ok(strata(&db).args(["bucket", "seal", "1"]).output().unwrap());
-    ok(strata(&db)
-        .args(["append", "later", "t", "{}"])
-        .output()
-        .unwrap());
+    succeeded(
+        STRATA
+            .at(&db)
+            .args(["bucket", "seal", "1"])
+            .output()
+            .unwrap(),
+    );
+    succeeded(
+        STRATA
+            .at(&db)
+            .args(["append", "later", "t", "{}"])
+            .output()
+            .unwrap(),
+    );
     let archives = dir.path().join("archives");
     std::fs::create_dir(&archives).unwrap();
-    let out = ok(strata(&db)
-        .args(["bucket", "archive", "1", "--to"])
-        .arg(&archives)
-        .output()
-        .unwrap());
+    let out = succeeded(
+        STRATA
+            .at(&db)
+            .args(["bucket", "archive", "1", "--to"])
+            .arg(&archives)
+            .output()
+            .unwrap(),
+    );
     assert!(out.contains("archived bucket 1 (40 events)"), "{out}");
     assert!(out.contains("store size"), "{out}");
     let archive = archives
@@ -370,15 +417,18 @@ fn archive_then_read_names_the_archive_which_sqlite3_opens() {
         .join("events-bucket-1.sqlite");
     assert!(archive.is_file());
 
-    let stderr = fails(strata(&db).args(["read", "--all"]).output().unwrap(), 1);
+    let stderr = fails(STRATA.at(&db).args(["read", "--all"]).output().unwrap(), 1);
     assert!(stderr.contains(archive.to_str().unwrap()), "{stderr}");
     assert!(stderr.contains("--from"), "{stderr}");
-    let rest = parse_lines(&ok(strata(&db)
-        .args(["read", "--all", "--from", "41"])
-        .output()
-        .unwrap()));
+    let rest = parse_lines(&succeeded(
+        STRATA
+            .at(&db)
+            .args(["read", "--all", "--from", "41"])
+            .output()
+            .unwrap(),
+    ));
     assert_eq!(rest.len(), 1);
-    let list = ok(strata(&db).args(["bucket", "list"]).output().unwrap());
+    let list = succeeded(STRATA.at(&db).args(["bucket", "list"]).output().unwrap());
     assert!(
         list.contains("archived") && list.contains("events-bucket-1.sqlite"),
         "{list}"
@@ -395,37 +445,57 @@ fn archive_then_read_names_the_archive_which_sqlite3_opens() {
         String::from_utf8(shell.stdout).unwrap(),
         "40|7|1|40\norder-0|order_created\n40\n"
     );
-    ok(strata(&db).arg("check").output().unwrap());
+    succeeded(STRATA.at(&db).arg("check").output().unwrap());
 }
 
 #[test]
 fn retention_and_drop_need_confirmation_and_report_space() {
     let dir = tempfile::tempdir().unwrap();
     let db = new_store(dir.path());
-    ok(strata(&db)
-        .args(["append", "a", "t", "{}"])
-        .output()
-        .unwrap());
-    ok(strata(&db).args(["bucket", "seal", "1"]).output().unwrap());
-    ok(strata(&db)
-        .args(["append", "a", "t", "{}"])
-        .output()
-        .unwrap());
+    succeeded(
+        STRATA
+            .at(&db)
+            .args(["append", "a", "t", "{}"])
+            .output()
+            .unwrap(),
+    );
+    succeeded(
+        STRATA
+            .at(&db)
+            .args(["bucket", "seal", "1"])
+            .output()
+            .unwrap(),
+    );
+    succeeded(
+        STRATA
+            .at(&db)
+            .args(["append", "a", "t", "{}"])
+            .output()
+            .unwrap(),
+    );
     fails(
-        strata(&db).args(["bucket", "drop", "1"]).output().unwrap(),
+        STRATA
+            .at(&db)
+            .args(["bucket", "drop", "1"])
+            .output()
+            .unwrap(),
         1,
     );
     // The sealed bucket's month has not ended: nothing is older than 90 days.
-    let out = ok(strata(&db)
-        .args(["bucket", "retain", "--older-than", "90d", "--drop", "--yes"])
-        .output()
-        .unwrap());
+    let out = succeeded(
+        STRATA
+            .at(&db)
+            .args(["bucket", "retain", "--older-than", "90d", "--drop", "--yes"])
+            .output()
+            .unwrap(),
+    );
     assert!(
         out.contains("no sealed bucket ended more than 90 days ago"),
         "{out}"
     );
     fails(
-        strata(&db)
+        STRATA
+            .at(&db)
             .args([
                 "bucket",
                 "retain",
@@ -438,17 +508,20 @@ fn retention_and_drop_need_confirmation_and_report_space() {
             .unwrap(),
         1,
     );
-    let out = ok(strata(&db)
-        .args(["bucket", "drop", "1", "--yes"])
-        .output()
-        .unwrap());
+    let out = succeeded(
+        STRATA
+            .at(&db)
+            .args(["bucket", "drop", "1", "--yes"])
+            .output()
+            .unwrap(),
+    );
     assert!(
         out.contains("dropped bucket 1 (1 events)") && out.contains(" -> "),
         "{out}"
     );
-    let stderr = fails(strata(&db).args(["read", "a"]).output().unwrap(), 1);
+    let stderr = fails(STRATA.at(&db).args(["read", "a"]).output().unwrap(), 1);
     assert!(stderr.contains("dropped by retention"), "{stderr}");
-    ok(strata(&db).arg("check").output().unwrap());
+    succeeded(STRATA.at(&db).arg("check").output().unwrap());
 }
 
 #[test]
@@ -457,8 +530,8 @@ fn check_reports_a_corrupted_store_with_a_non_zero_exit() {
     let db = new_store(dir.path());
     let input = dir.path().join("in.jsonl");
     write_lines(&input, &sample_lines());
-    ok(strata(&db).arg("import").arg(&input).output().unwrap());
-    let out = ok(strata(&db).arg("check").output().unwrap());
+    succeeded(STRATA.at(&db).arg("import").arg(&input).output().unwrap());
+    let out = succeeded(STRATA.at(&db).arg("check").output().unwrap());
     assert!(
         out.contains("40 events") && out.trim_end().ends_with(": ok"),
         "{out}"
@@ -471,7 +544,7 @@ fn check_reports_a_corrupted_store_with_a_non_zero_exit() {
     )
     .unwrap();
     drop(conn);
-    let output = strata(&db).arg("check").output().unwrap();
+    let output = STRATA.at(&db).arg("check").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = fails(output, 1);
     assert!(
@@ -485,11 +558,14 @@ fn check_reports_a_corrupted_store_with_a_non_zero_exit() {
 fn stats_prints_prometheus_text() {
     let dir = tempfile::tempdir().unwrap();
     let db = new_store(dir.path());
-    ok(strata(&db)
-        .args(["append", "a", "t", "{}"])
-        .output()
-        .unwrap());
-    let text = ok(strata(&db).arg("stats").output().unwrap());
+    succeeded(
+        STRATA
+            .at(&db)
+            .args(["append", "a", "t", "{}"])
+            .output()
+            .unwrap(),
+    );
+    let text = succeeded(STRATA.at(&db).arg("stats").output().unwrap());
     assert!(text.contains("# TYPE strata_appends counter"), "{text}");
     assert!(text.contains("\nstrata_last_position 1\n"), "{text}");
     assert!(

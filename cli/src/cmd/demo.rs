@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use strata::workload::{self, Workload, WorkloadConfig};
 use strata::{Durability, Options, ProjectionPhase, ProjectionRunner, RunnerOptions, Store};
+use strata_testkit::examples::{self, BuildError};
+use strata_testkit::reference::{self, UserStats};
+use strata_testkit::workload::{Workload, WorkloadConfig};
 
 use crate::error::{CliError, CliResult};
 use crate::term;
@@ -39,6 +41,9 @@ pub fn run(args: DemoArgs) -> CliResult {
     if args.batch == 0 || args.batch > max_batch {
         return Err(CliError::user(format!("--batch must be 1..={max_batch}")));
     }
+
+    // The WASM half needs the repository's sources: say so before doing anything.
+    examples::checkout().map_err(build_error)?;
 
     // The temporary directory lives until the end of the demo, then is removed.
     let (_temp, path) = match &args.db {
@@ -122,16 +127,13 @@ pub fn run(args: DemoArgs) -> CliResult {
     let total = store.last_position()?;
     let bar = term::progress(total, "read");
     let started = Instant::now();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut read = 0u64;
-    for event in store.iter_all(1) {
-        let event = event?;
-        *counts.entry(event.event_type.to_string()).or_default() += 1;
+    let counts = reference::event_counts(store.iter_all(1).inspect(|_| {
         read += 1;
         if read.is_multiple_of(4096) {
             bar.set_position(read);
         }
-    }
+    }))?;
     let read_elapsed = started.elapsed();
     bar.finish_and_clear();
     println!(
@@ -155,11 +157,11 @@ pub fn run(args: DemoArgs) -> CliResult {
     println!("{table}");
 
     println!("\nBuckets:");
-    println!("{}", crate::buckets::bucket_table(&store.buckets()?));
+    println!("{}", crate::cmd::bucket::bucket_table(&store.buckets()?));
 
     // The native reference for the user-stats projection: per-user totals over completed orders.
     let started = Instant::now();
-    let stats = workload::user_stats(store.iter_all(1))?;
+    let stats = reference::user_stats(store.iter_all(1))?;
     let stats_elapsed = started.elapsed();
     let orders: u64 = stats.values().map(|s| s.total_orders).sum();
     let spent: i64 = stats.values().map(|s| s.total_spent).sum();
@@ -171,23 +173,8 @@ pub fn run(args: DemoArgs) -> CliResult {
         spent / 100,
         spent % 100
     );
-    let mut top: Vec<_> = stats.values().collect();
-    top.sort_by(|a, b| {
-        b.total_spent
-            .cmp(&a.total_spent)
-            .then(a.user_id.cmp(&b.user_id))
-    });
-    let mut table = term::table(["user", "orders", "spent", "average", "last order"]);
-    for user in top.iter().take(5) {
-        table.add_row(vec![
-            user.user_id.clone(),
-            user.total_orders.to_string(),
-            format!("{}.{:02}", user.total_spent / 100, user.total_spent % 100),
-            format!("{:.2}", user.average_order_value / 100.0),
-            term::time(user.last_order_date),
-        ]);
-    }
-    println!("Top spenders:\n{table}");
+    let top = reference::top_spenders(&stats);
+    println!("Top spenders:\n{}", spenders_table(top.into_iter().take(5)));
 
     projections(&store, &stats, &counts, total)?;
 
@@ -203,7 +190,7 @@ pub fn run(args: DemoArgs) -> CliResult {
 /// error.
 fn projections(
     store: &Store,
-    native: &BTreeMap<String, workload::UserStats>,
+    native: &BTreeMap<String, UserStats>,
     counts: &BTreeMap<String, u64>,
     head: u64,
 ) -> CliResult {
@@ -211,12 +198,10 @@ fn projections(
     let started = Instant::now();
     let mut paths = Vec::new();
     for name in ["user-stats", "event-counter"] {
-        let path = strata_wasm::examples::build_and_locate(name)
-            .map_err(|e| CliError::Internal(e.to_string()))?;
-        paths.push((name, path));
+        paths.push((name, examples::build_and_locate(name).map_err(build_error)?));
     }
     let built = started.elapsed();
-    let engine = crate::projections::engine()?;
+    let engine = crate::cmd::projection::engine()?;
     let runner = ProjectionRunner::new(store, RunnerOptions::default())
         .map_err(|e| CliError::Internal(e.to_string()))?;
     let mut table = term::table([
@@ -230,7 +215,7 @@ fn projections(
     for (name, path) in &paths {
         let wasm = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
         let load_started = Instant::now();
-        let (status, _) = crate::projections::add_module(store, &runner, &engine, &wasm)?;
+        let (status, _) = crate::cmd::projection::add_module(store, &runner, &engine, &wasm)?;
         let load = load_started.elapsed();
         let from = status.checkpoint;
         let fold_started = Instant::now();
@@ -278,7 +263,7 @@ fn projections(
         let answer = runner
             .query("user-stats", &bytes)
             .map_err(|e| CliError::Internal(e.to_string()))?;
-        crate::projections::msgpack_to_json(&answer)
+        crate::cmd::projection::msgpack_to_json(&answer)
     };
     let mut mismatches = Vec::new();
     for (user, expected) in native {
@@ -287,35 +272,23 @@ fn projections(
         let answer = runner
             .query("user-stats", &request)
             .map_err(|e| CliError::Internal(e.to_string()))?;
-        let got: Option<workload::UserStats> = rmp_serde::from_slice(&answer)
+        let got: Option<UserStats> = rmp_serde::from_slice(&answer)
             .map_err(|e| CliError::Internal(format!("user-stats answered {user}: {e}")))?;
         if got.as_ref() != Some(expected) {
             mismatches.push(format!("{user}: wasm {got:?}, native {expected:?}"));
         }
     }
     let top = query(serde_json::json!({ "top": 5 }))?;
-    let top: Vec<workload::UserStats> = serde_json::from_value(top)
+    let top: Vec<UserStats> = serde_json::from_value(top)
         .map_err(|e| CliError::Internal(format!("user-stats top: {e}")))?;
-    let mut native_top: Vec<&workload::UserStats> = native.values().collect();
-    native_top.sort_by(|a, b| {
-        b.total_spent
-            .cmp(&a.total_spent)
-            .then(a.user_id.cmp(&b.user_id))
-    });
-    if top.iter().collect::<Vec<_>>() != native_top.iter().take(5).copied().collect::<Vec<_>>() {
+    let native_top = reference::top_spenders(native);
+    if top.iter().collect::<Vec<_>>() != native_top.into_iter().take(5).collect::<Vec<_>>() {
         mismatches.push(format!("top 5: wasm {top:?}"));
     }
-    let mut table = term::table(["user", "orders", "spent", "average", "last order"]);
-    for user in &top {
-        table.add_row(vec![
-            user.user_id.clone(),
-            user.total_orders.to_string(),
-            format!("{}.{:02}", user.total_spent / 100, user.total_spent % 100),
-            format!("{:.2}", user.average_order_value / 100.0),
-            term::time(user.last_order_date),
-        ]);
-    }
-    println!("Top spenders, answered by the user-stats plugin:\n{table}");
+    println!(
+        "Top spenders, answered by the user-stats plugin:\n{}",
+        spenders_table(&top)
+    );
 
     // event-counter: the counts per type must equal the ones read back.
     let answer = runner
@@ -356,6 +329,31 @@ fn projections(
         counts.len()
     );
     Ok(())
+}
+
+/// A failure to build the example plugins: missing prerequisites are the user's to supply.
+fn build_error(error: BuildError) -> CliError {
+    match error {
+        BuildError::NoCheckout { .. } | BuildError::NoCargo { .. } => {
+            CliError::user(format!("demo: {error}"))
+        }
+        other => CliError::Internal(other.to_string()),
+    }
+}
+
+/// Users' order statistics as a table, in the order given.
+fn spenders_table<'a>(users: impl IntoIterator<Item = &'a UserStats>) -> comfy_table::Table {
+    let mut table = term::table(["user", "orders", "spent", "average", "last order"]);
+    for user in users {
+        table.add_row(vec![
+            user.user_id.clone(),
+            user.total_orders.to_string(),
+            format!("{}.{:02}", user.total_spent / 100, user.total_spent % 100),
+            format!("{:.2}", user.average_order_value / 100.0),
+            term::time(user.last_order_date),
+        ]);
+    }
+    table
 }
 
 fn rate(count: u64, seconds: f64) -> u64 {
