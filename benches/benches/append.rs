@@ -4,6 +4,10 @@
 //!   streams, Fast, against raw rusqlite on (a) an indexed events table with SQLite's default
 //!   pragmas and (b) a table with only an integer primary key.
 //! - `concurrent_durable_append`: single-event Durable appends from 16 threads against 1 thread.
+//! - `interleaved_append`: 1,000 events per append over 1,000 streams with random caller ids,
+//!   against raw rusqlite inserting the same rows into a table with only an integer key.
+//! - `durable_single_append`: latency of one Durable single-event append against raw rusqlite's
+//!   insert + commit of the same row (indexed table, WAL, `synchronous=FULL`).
 //! - `append_with_large_log`: batched appends into a log already holding 10M events against an
 //!   empty log (`STRATA_BENCH_PRELOAD` sets the size; the smoke run uses 20k).
 //!
@@ -196,9 +200,110 @@ fn append_with_large_log(c: &mut Criterion) {
     group.finish();
 }
 
+/// One append of `BATCH` events, each to its own stream (1,000 streams interleaved, drawn in turn
+/// from `STREAMS`), with random (UUIDv4) caller ids: the case where every index entry would land
+/// on a random page.
+fn interleaved_append(c: &mut Criterion) {
+    let events = batch(BATCH, 2);
+    let mut group = c.benchmark_group("interleaved_append");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("strata.db"), fast()).unwrap();
+    let mut round = 0u64;
+    group.bench_function("strata", |b| {
+        b.iter(|| {
+            round += 1;
+            let parts: Vec<strata::StreamAppend> = events
+                .iter()
+                .enumerate()
+                .map(|(i, event)| {
+                    let stream = (round * BATCH as u64 + i as u64) % STREAMS;
+                    strata::StreamAppend::new(
+                        format!("stream-{stream}"),
+                        ExpectedVersion::Any,
+                        vec![event.clone().with_id(uuid::Uuid::new_v4())],
+                    )
+                })
+                .collect();
+            store.append_multi(parts).unwrap()
+        })
+    });
+    // SQLite's insert limit for the same rows: integer key only, WAL, synchronous=NORMAL.
+    let mut conn = rusqlite::Connection::open(dir.path().join("plain.db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .unwrap();
+    conn.execute_batch(BASELINE_PLAIN_SCHEMA).unwrap();
+    let mut round = 0u64;
+    group.bench_function("rusqlite_plain", |b| {
+        b.iter(|| {
+            round += 1;
+            let tx = conn.transaction().unwrap();
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO events (stream_id, version, event_type, event_id, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .unwrap();
+                for (i, event) in events.iter().enumerate() {
+                    let stream = (round * BATCH as u64 + i as u64) % STREAMS;
+                    insert
+                        .execute(rusqlite::params![
+                            format!("stream-{stream}"),
+                            round as i64,
+                            event.event_type,
+                            &uuid::Uuid::new_v4().as_bytes()[..],
+                            1_700_000_000_000_000i64,
+                            &event.data[..]
+                        ])
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap()
+        })
+    });
+    group.finish();
+}
+
+/// One Durable append of one event (its latency is the iteration time) against raw SQLite
+/// inserting the same row into a table with an event store's indexes and committing with
+/// `synchronous=FULL` in WAL mode.
+fn durable_single_append(c: &mut Criterion) {
+    let events = batch(1, 3);
+    let mut group = c.benchmark_group("durable_single_append");
+    group.sample_size(50);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("strata.db"), Options::default()).unwrap();
+    let mut n = 0u64;
+    group.bench_function("strata", |b| {
+        b.iter(|| {
+            n += 1;
+            let stream = format!("stream-{}", n % STREAMS);
+            store
+                .append(&stream, ExpectedVersion::Any, events.clone())
+                .unwrap()
+        })
+    });
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        .unwrap();
+    conn.execute_batch(BASELINE_INDEXED_SCHEMA).unwrap();
+    let mut n = 0u64;
+    group.bench_function("rusqlite_full", |b| {
+        b.iter(|| {
+            n += 1;
+            let stream = format!("stream-{}", n % STREAMS);
+            baseline_insert_batch(&mut conn, &stream, n, &events, 1_700_000_000_000_000).unwrap()
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     batched_append,
+    interleaved_append,
+    durable_single_append,
     concurrent_durable_append,
     append_with_large_log
 );

@@ -34,8 +34,9 @@ fn fast() -> Options {
 
 fn c_options() -> ffi::strata_options {
     let mut options = ffi::strata_options::default();
+    // SAFETY: the pointers passed are live locals that outlive the call.
     assert_eq!(
-        ffi::strata_options_init(&mut options),
+        unsafe { ffi::strata_options_init(&mut options) },
         ffi::strata_status::STRATA_OK
     );
     options.durability = ffi::STRATA_FAST;
@@ -46,8 +47,9 @@ fn c_open(path: &std::path::Path) -> *mut ffi::strata_store {
     let path = CString::new(path.to_str().unwrap()).unwrap();
     let mut store = ptr::null_mut();
     let options = c_options();
+    // SAFETY: the pointers passed are live locals that outlive the call.
     assert_eq!(
-        ffi::strata_open(path.as_ptr(), &options, &mut store),
+        unsafe { ffi::strata_open(path.as_ptr(), &options, &mut store) },
         ffi::strata_status::STRATA_OK
     );
     store
@@ -90,15 +92,18 @@ fn append(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let mut result = ffi::strata_append_result::default();
-            let status = ffi::strata_append(
-                c_store,
-                names[i % STREAMS].as_ptr(),
-                ffi::STRATA_EXPECT_ANY,
-                0,
-                c_events.as_ptr(),
-                c_events.len(),
-                &mut result,
-            );
+            // SAFETY: the pointers passed are live locals that outlive the call.
+            let status = unsafe {
+                ffi::strata_append(
+                    c_store,
+                    names[i % STREAMS].as_ptr(),
+                    ffi::STRATA_EXPECT_ANY,
+                    0,
+                    c_events.as_ptr(),
+                    c_events.len(),
+                    &mut result,
+                )
+            };
             assert_eq!(status, ffi::strata_status::STRATA_OK);
             black_box(result.last_position)
         })
@@ -119,7 +124,8 @@ fn append(c: &mut Criterion) {
         })
     });
     group.finish();
-    ffi::strata_store_free(c_store);
+    // SAFETY: the pointers passed are live locals that outlive the call.
+    unsafe { ffi::strata_store_free(c_store) };
 }
 
 fn read(c: &mut Criterion) {
@@ -144,15 +150,18 @@ fn read(c: &mut Criterion) {
             event_id: ptr::null(),
         })
         .collect();
-    let status = ffi::strata_append(
-        c_store,
-        stream.as_ptr(),
-        ffi::STRATA_EXPECT_ANY,
-        0,
-        c_events.as_ptr(),
-        c_events.len(),
-        ptr::null_mut(),
-    );
+    // SAFETY: the pointers passed are live locals that outlive the call.
+    let status = unsafe {
+        ffi::strata_append(
+            c_store,
+            stream.as_ptr(),
+            ffi::STRATA_EXPECT_ANY,
+            0,
+            c_events.as_ptr(),
+            c_events.len(),
+            ptr::null_mut(),
+        )
+    };
     assert_eq!(status, ffi::strata_status::STRATA_OK);
     rust_store
         .append("read-me", ExpectedVersion::Any, events.clone())
@@ -172,20 +181,25 @@ fn read(c: &mut Criterion) {
     group.bench_function("c_read_stream", |b| {
         b.iter(|| {
             let mut cursor = ptr::null_mut();
-            let status = ffi::strata_read_stream(
-                c_store,
-                stream.as_ptr(),
-                1,
-                ffi::STRATA_FORWARDS,
-                READ as u64,
-                &mut cursor,
-            );
+            // SAFETY: the pointers passed are live locals that outlive the call.
+            let status = unsafe {
+                ffi::strata_read_stream(
+                    c_store,
+                    stream.as_ptr(),
+                    1,
+                    ffi::STRATA_FORWARDS,
+                    READ as u64,
+                    &mut cursor,
+                )
+            };
             assert_eq!(status, ffi::strata_status::STRATA_OK);
             let mut sum = 0u64;
             let mut count = 0;
             let mut got = 0;
-            while ffi::strata_cursor_next_batch(cursor, events.as_mut_ptr(), events.len(), &mut got)
-                == ffi::strata_status::STRATA_OK
+            // SAFETY: the pointers passed are live locals that outlive the call.
+            while unsafe {
+                ffi::strata_cursor_next_batch(cursor, events.as_mut_ptr(), events.len(), &mut got)
+            } == ffi::strata_status::STRATA_OK
             {
                 for event in &events[..got] {
                     sum += event.position + event.data_len as u64;
@@ -193,31 +207,39 @@ fn read(c: &mut Criterion) {
                 count += got;
             }
             assert_eq!(count, READ);
-            ffi::strata_cursor_free(cursor);
+            // SAFETY: the pointers passed are live locals that outlive the call.
+            unsafe { ffi::strata_cursor_free(cursor) };
             black_box(sum)
         })
     });
     group.bench_function("c_read_stream_next", |b| {
         b.iter(|| {
             let mut cursor = ptr::null_mut();
-            let status = ffi::strata_read_stream(
-                c_store,
-                stream.as_ptr(),
-                1,
-                ffi::STRATA_FORWARDS,
-                READ as u64,
-                &mut cursor,
-            );
+            // SAFETY: the pointers passed are live locals that outlive the call.
+            let status = unsafe {
+                ffi::strata_read_stream(
+                    c_store,
+                    stream.as_ptr(),
+                    1,
+                    ffi::STRATA_FORWARDS,
+                    READ as u64,
+                    &mut cursor,
+                )
+            };
             assert_eq!(status, ffi::strata_status::STRATA_OK);
             let mut event = ffi::strata_event::default();
             let mut sum = 0u64;
             let mut count = 0;
-            while ffi::strata_cursor_next(cursor, &mut event) == ffi::strata_status::STRATA_OK {
+            // SAFETY: the pointers passed are live locals that outlive the call.
+            while unsafe { ffi::strata_cursor_next(cursor, &mut event) }
+                == ffi::strata_status::STRATA_OK
+            {
                 sum += event.position + event.data_len as u64;
                 count += 1;
             }
             assert_eq!(count, READ);
-            ffi::strata_cursor_free(cursor);
+            // SAFETY: the pointers passed are live locals that outlive the call.
+            unsafe { ffi::strata_cursor_free(cursor) };
             black_box(sum)
         })
     });
@@ -235,7 +257,8 @@ fn read(c: &mut Criterion) {
         })
     });
     group.finish();
-    ffi::strata_store_free(c_store);
+    // SAFETY: the pointers passed are live locals that outlive the call.
+    unsafe { ffi::strata_store_free(c_store) };
 }
 
 criterion_group!(benches, append, read);

@@ -1,7 +1,7 @@
 //! Projection throughput and plugin load time.
 //!
 //! - `projection_throughput`: the WASM example plugins (`event-counter`, `user-stats`) against
-//!   native Rust projections with the same logic (`strata_benches::native`), each folding the
+//!   native Rust projections with the same logic (`strata_testkit::reference`), each folding the
 //!   whole log from position 0 through the `ProjectionRunner` on the same prepared store
 //!   (`STRATA_BENCH_EVENTS` events of the users-and-orders workload, default 1,000,000; 20,000
 //!   in `--test` smoke runs). Each iteration resets the projection (untimed) and times a full
@@ -12,13 +12,14 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use strata::workload::{Workload, WorkloadConfig};
 use strata::{
     Durability, Options, Projection, ProjectionPhase, ProjectionRunner, RunnerOptions, Store,
 };
-use strata_benches::native::{NativeEventCounter, NativeUserStats};
 use strata_benches::{env_usize, is_smoke_run};
-use strata_wasm::{examples, CacheDir, EngineOptions, PluginEngine, PluginLimits, WasmProjection};
+use strata_testkit::examples;
+use strata_testkit::reference::{NativeEventCounter, NativeUserStats};
+use strata_testkit::workload::{Workload, WorkloadConfig};
+use strata_wasm::{CacheDir, EngineOptions, PluginEngine, PluginLimits, WasmProjection};
 
 fn prepared_store(dir: &std::path::Path, events: u64) -> Store {
     let store = Store::open(

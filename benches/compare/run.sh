@@ -129,7 +129,7 @@ ratios = [float(r["ratio"]) for r in rows]
 fig, ax = plt.subplots(figsize=(10, 5))
 bars = ax.barh(names, ratios, color=["#2a7" if x >= 1 else "#c44" for x in ratios])
 ax.axvline(1, color="black", linewidth=1)
-ax.axvline(5, color="gray", linestyle="--", linewidth=1, label="5x goal")
+ax.axvline(3, color="gray", linestyle="--", linewidth=1, label="3x goal")
 for bar, x in zip(bars, ratios):
     ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {x:.3g}x", va="center")
 ax.set_xscale("log")

@@ -1,9 +1,9 @@
-//! Shared helpers for the benches: payloads, baseline schemas, native projections, and whether
-//! this is a smoke run.
-
-pub mod native;
+//! Shared helpers for the benches: payloads, baseline schemas, and whether this is a smoke run.
+//! The workload and the native projections the benches compare with come from
+//! `strata-testkit` (`workload`, `reference`).
 
 use strata::NewEvent;
+use strata_testkit::workload::EVENT_TYPES;
 
 /// Whether criterion runs in `--test` mode (CI's smoke run): benches shrink their data sets.
 pub fn is_smoke_run() -> bool {
@@ -31,17 +31,6 @@ pub fn payload_200(seed: u64) -> Vec<u8> {
     data.truncate(200);
     data
 }
-
-/// The seven event types of the demo workload, cycled through by the benches.
-pub const EVENT_TYPES: [&str; 7] = [
-    "user_created",
-    "user_updated",
-    "account_verified",
-    "order_created",
-    "payment_confirmed",
-    "inventory_reserved",
-    "order_completed",
-];
 
 /// `count` events of 200 bytes with the demo's event types.
 pub fn batch(count: usize, seed: u64) -> Vec<NewEvent> {

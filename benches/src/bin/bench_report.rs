@@ -22,6 +22,21 @@ const GOALS: &[(&str, &str, &str, f64, &str)] = &[
         "strata / raw rusqlite, integer key only",
     ),
     (
+        "interleaved_append",
+        "strata",
+        "rusqlite_plain",
+        0.5,
+        "strata / raw rusqlite integer key only, 1,000 interleaved streams",
+    ),
+    (
+        "durable_single_append",
+        "strata",
+        "rusqlite_full",
+        // p50 latency ≤ 1.2x raw: as a throughput ratio, ≥ 1 / 1.2.
+        0.833,
+        "one durable append: raw insert+commit latency / strata latency (goal: strata ≤ 1.2x)",
+    ),
+    (
         "concurrent_durable_append",
         "threads_16",
         "threads_1",
@@ -34,6 +49,27 @@ const GOALS: &[(&str, &str, &str, f64, &str)] = &[
         "empty_log",
         0.8,
         "10M-event log / empty log",
+    ),
+    (
+        "conditional_append",
+        "with_condition",
+        "without_condition",
+        0.7,
+        "DCB: append with a condition (type + tag, 10k tags, 1M events) / without",
+    ),
+    (
+        "read_query",
+        "read_query",
+        "read_stream",
+        0.5,
+        "DCB: read_query of one tag (~100 of 1M events) / read_stream of the same 100 events",
+    ),
+    (
+        "batched_append_tags",
+        "one_tag_per_event",
+        "no_tags",
+        0.0,
+        "DCB: batched append, one tag per event / no tags (reported, no goal)",
     ),
     (
         "cache",
