@@ -33,6 +33,7 @@ fn event(data: &[u8]) -> Event {
         recorded_at: 0,
         data: Bytes::copy_from_slice(data),
         metadata: Bytes::copy_from_slice(data),
+        tags: Default::default(),
     }
 }
 
