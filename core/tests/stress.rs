@@ -191,8 +191,7 @@ fn writers_readers_subscribers_and_a_projection_under_load() {
                     next += 1;
                 }
                 if page.is_empty() {
-                    if writers_done.load(Ordering::SeqCst)
-                        && next > store.last_position().unwrap()
+                    if writers_done.load(Ordering::SeqCst) && next > store.last_position().unwrap()
                     {
                         break;
                     }
