@@ -82,9 +82,13 @@ pub(crate) unsafe fn query_arg(query: *const strata_query, what: &str) -> Result
         parsed.push(QueryItem::types(types).with_tags(tags));
     }
     let parsed = Query::from_items(parsed);
-    parsed
-        .validate()
-        .map_err(|error| Fail::invalid(format!("{what}: {error}")))?;
+    parsed.validate().map_err(|error| {
+        // Spelled as in C: "every event" is a NULL query.
+        let message = error
+            .to_string()
+            .replace("use Query::all()", "pass a NULL strata_query *");
+        Fail::invalid(format!("{what}: {message}"))
+    })?;
     Ok(parsed)
 }
 

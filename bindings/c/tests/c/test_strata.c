@@ -798,7 +798,7 @@ static void test_dcb(void) {
     strata_query null_tag_query = {.items = &null_tags_item, .n_items = 1};
     const strata_query *bad_queries[] = {&with_empty, &no_items, &null_items, &bad_type,
                                          &null_tag_query};
-    const char *bad_query_messages[] = {"query item 0 has neither", "at least one item",
+    const char *bad_query_messages[] = {"query item 0 has neither", "at least one item; pass a NULL strata_query *",
                                         "items is NULL", "not valid UTF-8", "tags is NULL"};
     for (size_t i = 0; i < sizeof bad_queries / sizeof bad_queries[0]; i++) {
         cursor = (strata_cursor *)0x1;
