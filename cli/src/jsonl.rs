@@ -3,9 +3,13 @@
 //! One event per line, fields in this order:
 //!
 //! ```text
-//! {"position":1,"stream":"user-1","version":1,"type":"user_created",
+//! {"position":1,"stream":"user-1","version":1,"type":"user_created","tags":["user:1"],
 //!  "event_id":"0192…","recorded_at":"2024-05-01T10:00:00.000000Z","data":{…},"metadata":{…}}
 //! ```
+//!
+//! `tags` (DCB tags, an array of strings, sorted as the store keeps them) is left out when the
+//! event has none; on import an absent `tags` or `[]` means none, and each tag must be 1..=255
+//! bytes with at most 64 distinct per event.
 //!
 //! `data` and `metadata` are MessagePack in the store. They are written as JSON when the bytes
 //! are one MessagePack value that converts to JSON and back to the very same bytes; otherwise
@@ -33,6 +37,9 @@ pub struct EventLine {
     /// The event type.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The tags (left out when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// The event id (idempotency key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
@@ -106,6 +113,7 @@ impl EventLine {
             stream: event.stream_id.to_string(),
             version: Some(event.version),
             event_type: event.event_type.to_string(),
+            tags: event.tags.to_vec(),
             event_id: Some(event.event_id),
             recorded_at: Some(strata::clock::format_micros(event.recorded_at)),
             data,
@@ -115,10 +123,11 @@ impl EventLine {
         }
     }
 
-    /// The event to append. `derive_id` gives the id when the line has none.
+    /// The event to append. `derive_id` gives the id when the line has none, from the data,
+    /// the metadata and the tags (sorted, without repeats).
     pub fn to_new_event(
         &self,
-        derive_id: impl FnOnce(&[u8], &[u8]) -> Uuid,
+        derive_id: impl FnOnce(&[u8], &[u8], &[String]) -> Uuid,
     ) -> Result<NewEvent, String> {
         if self.stream.is_empty() {
             return Err("stream is empty".into());
@@ -128,13 +137,18 @@ impl EventLine {
         }
         let data = decode_payload("data", &self.data, &self.data_hex)?;
         let metadata = decode_payload("metadata", &self.metadata, &self.metadata_hex)?;
+        crate::dcb::check_event_tags(&self.tags)?;
+        let mut tags = self.tags.clone();
+        tags.sort_unstable();
+        tags.dedup();
         let id = match self.event_id {
             Some(id) => id,
-            None => derive_id(&data, &metadata),
+            None => derive_id(&data, &metadata, &tags),
         };
         Ok(NewEvent::new(self.event_type.clone(), data)
             .with_metadata(metadata)
-            .with_id(id))
+            .with_id(id)
+            .with_tags(tags))
     }
 
     /// The line as compact JSON.
@@ -147,9 +161,17 @@ impl EventLine {
 pub const IMPORT_NAMESPACE: Uuid = Uuid::from_u128(0x8f0c_5a7e_3b1d_4c29_9e61_5d2a_7b4f_c013);
 
 /// The id derived for a line without `event_id`: UUIDv5 over the stream, the line's rank
-/// among that stream's lines in the file (1 for its first line), the type, and the exact data
-/// and metadata bytes. Re-importing the same file derives the same ids.
-pub fn derived_id(stream: &str, rank: u64, event_type: &str, data: &[u8], metadata: &[u8]) -> Uuid {
+/// among that stream's lines in the file (1 for its first line), the type, the exact data
+/// and metadata bytes, and the tags (sorted, without repeats; an untagged line derives the
+/// same id as before tags existed). Re-importing the same file derives the same ids.
+pub fn derived_id(
+    stream: &str,
+    rank: u64,
+    event_type: &str,
+    data: &[u8],
+    metadata: &[u8],
+    tags: &[String],
+) -> Uuid {
     let mut name =
         Vec::with_capacity(stream.len() + event_type.len() + data.len() + metadata.len() + 40);
     for part in [stream.as_bytes(), event_type.as_bytes(), data, metadata] {
@@ -157,6 +179,10 @@ pub fn derived_id(stream: &str, rank: u64, event_type: &str, data: &[u8], metada
         name.extend_from_slice(part);
     }
     name.extend_from_slice(&rank.to_le_bytes());
+    for tag in tags {
+        name.extend_from_slice(&(tag.len() as u64).to_le_bytes());
+        name.extend_from_slice(tag.as_bytes());
+    }
     Uuid::new_v5(&IMPORT_NAMESPACE, &name)
 }
 
@@ -183,7 +209,7 @@ mod tests {
         let line = EventLine::from_event(&event(data.clone(), metadata.clone()));
         let parsed: EventLine = serde_json::from_str(&line.to_json()).unwrap();
         assert_eq!(parsed, line);
-        let new = parsed.to_new_event(|_, _| unreachable!()).unwrap();
+        let new = parsed.to_new_event(|_, _, _| unreachable!()).unwrap();
         assert_eq!(&new.data[..], &data[..]);
         assert_eq!(&new.metadata[..], &metadata[..]);
         line
@@ -241,19 +267,63 @@ mod tests {
         let both: EventLine =
             serde_json::from_str(r#"{"stream":"s","type":"t","data":1,"data_hex":"00"}"#).unwrap();
         assert!(both
-            .to_new_event(|_, _| Uuid::nil())
+            .to_new_event(|_, _, _| Uuid::nil())
             .unwrap_err()
             .contains("both data and data_hex"));
         let empty: EventLine = serde_json::from_str(r#"{"stream":"","type":"t"}"#).unwrap();
-        assert!(empty.to_new_event(|_, _| Uuid::nil()).is_err());
+        assert!(empty.to_new_event(|_, _, _| Uuid::nil()).is_err());
+        for (tags, reason) in [
+            (r#""tags":"a""#, "expected a sequence"),
+            (r#""tags":[1]"#, "invalid type: integer"),
+            (r#""tags":null"#, "expected a sequence"),
+        ] {
+            let error = serde_json::from_str::<EventLine>(&format!(
+                r#"{{"stream":"s","type":"t",{tags}}}"#
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains(reason), "{tags}: {error}");
+        }
+        let long = "x".repeat(256);
+        for (tags, reason) in [
+            (
+                r#"["a",""]"#.to_string(),
+                "tags[1]: a tag must be 1..=255 bytes",
+            ),
+            (format!(r#"["{long}"]"#), "got 256 bytes"),
+        ] {
+            let line: EventLine =
+                serde_json::from_str(&format!(r#"{{"stream":"s","type":"t","tags":{tags}}}"#))
+                    .unwrap();
+            let error = line.to_new_event(|_, _, _| Uuid::nil()).unwrap_err();
+            assert!(error.contains(reason), "{tags}: {error}");
+        }
+    }
+
+    #[test]
+    fn tags_are_written_when_present_and_read_back() {
+        let mut tagged = bytes_of_event(Vec::new(), Vec::new());
+        tagged.tags = vec!["a,b".to_string(), "course:c1".into(), "ü \"q\"".into()].into();
+        let line = EventLine::from_event(&tagged);
+        let text = line.to_json();
+        assert!(
+            text.contains(r#""type":"t","tags":["a,b","course:c1","ü \"q\""]"#),
+            "{text}"
+        );
+        let parsed: EventLine = serde_json::from_str(&text).unwrap();
+        let new = parsed.to_new_event(|_, _, _| unreachable!()).unwrap();
+        assert_eq!(new.tags, &tagged.tags[..]);
+        let untagged = EventLine::from_event(&bytes_of_event(Vec::new(), Vec::new())).to_json();
+        assert!(!untagged.contains("tags"), "{untagged}");
     }
 
     #[test]
     fn derived_ids_depend_on_every_part() {
-        let base = derived_id("s", 1, "t", b"d", b"m");
-        assert_eq!(base, derived_id("s", 1, "t", b"d", b"m"));
-        assert_ne!(base, derived_id("s", 2, "t", b"d", b"m"));
-        assert_ne!(base, derived_id("s2", 1, "t", b"d", b"m"));
-        assert_ne!(base, derived_id("s", 1, "t", b"dm", b""));
+        let base = derived_id("s", 1, "t", b"d", b"m", &[]);
+        assert_eq!(base, derived_id("s", 1, "t", b"d", b"m", &[]));
+        assert_ne!(base, derived_id("s", 2, "t", b"d", b"m", &[]));
+        assert_ne!(base, derived_id("s2", 1, "t", b"d", b"m", &[]));
+        assert_ne!(base, derived_id("s", 1, "t", b"dm", b"", &[]));
+        assert_ne!(base, derived_id("s", 1, "t", b"d", b"m", &["a".into()]));
     }
 }

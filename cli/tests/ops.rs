@@ -574,3 +574,417 @@ fn stats_prints_prometheus_text() {
     );
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+/// `strata append DB ARGS...`'s JSON result.
+fn append(db: &Path, args: &[&str]) -> Value {
+    let out = succeeded(STRATA.at(db).arg("append").args(args).output().unwrap());
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// The positions of the JSON lines `strata read ARGS...` prints.
+fn read_positions(db: &Path, args: &[&str]) -> Vec<u64> {
+    parse_lines(&succeeded(
+        STRATA.at(db).arg("read").args(args).output().unwrap(),
+    ))
+    .iter()
+    .map(|e| e["position"].as_u64().unwrap())
+    .collect()
+}
+
+#[test]
+fn tagged_appends_are_read_back_by_query_and_by_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let hostile = r#"a,b "q" ü"#;
+    append(
+        &db,
+        &[
+            "$dcb",
+            "course_defined",
+            r#"{"capacity":2}"#,
+            "--tag",
+            "course:c1",
+        ],
+    );
+    append(&db, &["$dcb", "course_defined", "{}", "--tag", "course:c2"]);
+    append(
+        &db,
+        &[
+            "s-1",
+            "student_subscribed",
+            "{}",
+            "--tag",
+            "course:c1",
+            "--tag",
+            "student:s1",
+            "--tag",
+            hostile,
+            "--tag",
+            "course:c1",
+        ],
+    );
+    append(
+        &db,
+        &["s-2", "student_subscribed", "{}", "--tag", "course:c2"],
+    );
+    append(&db, &["s-3", "untagged", "{}"]);
+
+    // JSON Lines carry the tags, sorted and without repeats; untagged events carry none.
+    let all = parse_lines(&succeeded(
+        STRATA.at(&db).args(["read", "--all"]).output().unwrap(),
+    ));
+    assert_eq!(
+        all[2]["tags"],
+        serde_json::json!([hostile, "course:c1", "student:s1"])
+    );
+    assert!(all[4].get("tags").is_none(), "{}", all[4]);
+    let tail = parse_lines(&succeeded(
+        STRATA.at(&db).args(["tail", "-n", "3"]).output().unwrap(),
+    ));
+    assert_eq!(tail[0]["tags"], all[2]["tags"]);
+
+    // --tag: every tag (AND); with --type: one of the types (OR) too.
+    assert_eq!(read_positions(&db, &["--tag", "course:c1"]), [1, 3]);
+    assert_eq!(
+        read_positions(&db, &["--tag", "course:c1", "--tag", hostile]),
+        [3]
+    );
+    assert_eq!(
+        read_positions(
+            &db,
+            &[
+                "--tag",
+                "course:c1",
+                "--type",
+                "course_defined",
+                "--type",
+                "nothing"
+            ]
+        ),
+        [1]
+    );
+    assert!(read_positions(&db, &["--tag", "course:c3"]).is_empty());
+    // --query: items OR'ed; --from is the first position, --limit the most events.
+    let query = r#"[{"types":["course_defined"],"tags":["course:c2"]},{"types":["student_subscribed"],"tags":["course:c1"]},{"types":["untagged"]}]"#;
+    assert_eq!(read_positions(&db, &["--query", query]), [2, 3, 5]);
+    assert_eq!(
+        read_positions(&db, &["--query", query, "--from", "3"]),
+        [3, 5]
+    );
+    assert_eq!(read_positions(&db, &["--query", query, "--from", "4"]), [5]);
+    assert_eq!(
+        read_positions(&db, &["--query", query, "--limit", "2"]),
+        [2, 3]
+    );
+    assert_eq!(
+        read_positions(&db, &["--query", "all", "--from", "4"]),
+        [4, 5]
+    );
+    assert_eq!(
+        read_positions(&db, &["--query", r#""all""#]),
+        [1, 2, 3, 4, 5]
+    );
+    // The existing modes are unchanged.
+    assert_eq!(read_positions(&db, &["--type", "course_defined"]), [1, 2]);
+    assert_eq!(read_positions(&db, &["s-1"]), [3]);
+    let table = succeeded(
+        STRATA
+            .at(&db)
+            .args(["read", "--tag", "student:s1", "--format", "table"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        table.contains("tags") && table.contains(r#"["a,b \"q\" ü","course:c1","student:s1"]"#),
+        "{table}"
+    );
+    succeeded(STRATA.at(&db).arg("check").output().unwrap());
+}
+
+#[test]
+fn a_conditional_append_succeeds_then_fails_naming_the_position_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let query = r#"[{"types":["student_subscribed"],"tags":["course:c1"]}]"#;
+    append(&db, &["$dcb", "course_defined", "{}", "--tag", "course:c1"]);
+    // Nothing matches after position 1: the append goes through, to the named stream.
+    let first = append(
+        &db,
+        &[
+            "student-1",
+            "student_subscribed",
+            r#"{"n":1}"#,
+            "--tag",
+            "course:c1",
+            "--fail-if-match",
+            query,
+            "--after",
+            "1",
+            "--expected-version",
+            "no-stream",
+        ],
+    );
+    assert_eq!(
+        (first["position"].as_u64(), first["stream"].as_str()),
+        (Some(2), Some("student-1"))
+    );
+    // An event that does not match the query does not conflict.
+    append(
+        &db,
+        &["other", "student_subscribed", "{}", "--tag", "course:c2"],
+    );
+    // A decision that read up to position 1 now conflicts with position 2.
+    let stderr = fails(
+        STRATA
+            .at(&db)
+            .args(["append", "student-2", "student_subscribed", r#"{"n":2}"#])
+            .args([
+                "--tag",
+                "course:c1",
+                "--fail-if-match",
+                query,
+                "--after",
+                "1",
+            ])
+            .output()
+            .unwrap(),
+        1,
+    );
+    assert!(
+        stderr.contains("conflict")
+            && stderr.contains("the event at position 2 matches --fail-if-match")
+            && stderr.contains("after position 1")
+            && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    // `all` conflicts with any later event; the expected version is checked as well.
+    let stderr = fails(
+        STRATA
+            .at(&db)
+            .args([
+                "append",
+                "x",
+                "t",
+                "{}",
+                "--fail-if-match",
+                "all",
+                "--after",
+                "2",
+            ])
+            .output()
+            .unwrap(),
+        1,
+    );
+    assert!(stderr.contains("the event at position 3"), "{stderr}");
+    let stderr = fails(
+        STRATA
+            .at(&db)
+            .args(["append", "student-1", "t", "{}", "--expected-version", "0"])
+            .args(["--fail-if-match", query, "--after", "3"])
+            .output()
+            .unwrap(),
+        1,
+    );
+    assert!(stderr.contains("actual version 1"), "{stderr}");
+    assert_eq!(read_positions(&db, &["--all"]), [1, 2, 3]);
+    // Re-read from the conflict and retry: it goes through.
+    let retried = append(
+        &db,
+        &[
+            "student-2",
+            "student_subscribed",
+            r#"{"n":2}"#,
+            "--tag",
+            "course:c1",
+            "--fail-if-match",
+            query,
+            "--after",
+            "3",
+        ],
+    );
+    assert_eq!(retried["position"].as_u64(), Some(4));
+}
+
+#[test]
+fn export_then_import_keeps_tags_and_malformed_tags_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    let hostile = "line\nbreak, \"quote\" 日本";
+    append(&db, &["a", "t", "1", "--tag", "x:1", "--tag", hostile]);
+    append(&db, &["a", "t", "2"]);
+    append(&db, &["$dcb", "u", "3", "--tag", "x:1"]);
+    let exported = dir.path().join("out.jsonl");
+    succeeded(
+        STRATA
+            .at(&db)
+            .args(["export", "--output"])
+            .arg(&exported)
+            .output()
+            .unwrap(),
+    );
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let copy = dir.path().join("copy.strata");
+    succeeded(STRATA.at(&copy).arg("init").output().unwrap());
+    succeeded(
+        STRATA
+            .at(&copy)
+            .arg("import")
+            .arg(&exported)
+            .output()
+            .unwrap(),
+    );
+    let again = succeeded(STRATA.at(&copy).arg("export").output().unwrap());
+    let strip = |text: &str| -> Vec<Value> {
+        parse_lines(text)
+            .into_iter()
+            .map(|line| without(line, &["recorded_at"]))
+            .collect()
+    };
+    assert_eq!(strip(&again), strip(&text));
+    assert_eq!(strip(&text)[0]["tags"], serde_json::json!([hostile, "x:1"]));
+    // The tag index of the copy answers queries.
+    assert_eq!(read_positions(&copy, &["--tag", "x:1"]), [1, 3]);
+    assert_eq!(read_positions(&copy, &["--tag", hostile]), [1]);
+
+    // Lines without ids derive them from the tags too: the same line with other tags is
+    // another event, the same file again stores nothing new.
+    let input = dir.path().join("in.jsonl");
+    write_lines(
+        &input,
+        &[
+            r#"{"stream":"d","type":"t","data":1,"tags":["b","a","a"]}"#.to_owned(),
+            r#"{"stream":"e","type":"t","data":1,"tags":[]}"#.to_owned(),
+        ],
+    );
+    succeeded(STRATA.at(&copy).arg("import").arg(&input).output().unwrap());
+    let out = succeeded(STRATA.at(&copy).arg("import").arg(&input).output().unwrap());
+    assert!(out.contains("(0 new, 2 already stored)"), "{out}");
+    let d = parse_lines(&succeeded(
+        STRATA.at(&copy).args(["read", "d"]).output().unwrap(),
+    ));
+    assert_eq!(d[0]["tags"], serde_json::json!(["a", "b"]));
+
+    // Malformed tags: FILE:LINE and the reason; nothing of the batch is stored.
+    let before = succeeded(STRATA.at(&copy).arg("export").output().unwrap());
+    let long = "x".repeat(256);
+    let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+    for (tags, reason) in [
+        (
+            r#""a""#.to_owned(),
+            "invalid type: string \"a\", expected a sequence",
+        ),
+        (
+            "[1]".to_owned(),
+            "invalid type: integer `1`, expected a string",
+        ),
+        ("null".to_owned(), "expected a sequence"),
+        (
+            r#"["ok",""]"#.to_owned(),
+            "tags[1]: a tag must be 1..=255 bytes of UTF-8, got an empty tag",
+        ),
+        (
+            format!(r#"["{long}"]"#),
+            "tags[0]: a tag must be 1..=255 bytes of UTF-8, got 256 bytes",
+        ),
+        (
+            serde_json::to_string(&many).unwrap(),
+            "65 distinct tags, over the limit of 64",
+        ),
+    ] {
+        write_lines(
+            &input,
+            &[
+                r#"{"stream":"f","type":"t","data":1}"#.to_owned(),
+                format!(r#"{{"stream":"f","type":"t","data":2,"tags":{tags}}}"#),
+            ],
+        );
+        let stderr = fails(
+            STRATA.at(&copy).arg("import").arg(&input).output().unwrap(),
+            1,
+        );
+        let name = input.display().to_string();
+        assert!(stderr.contains(&format!("{name}:2: ")), "{stderr}");
+        assert!(stderr.contains(reason), "{tags}: {stderr}");
+    }
+    assert_eq!(
+        succeeded(STRATA.at(&copy).arg("export").output().unwrap()),
+        before
+    );
+}
+
+#[test]
+fn bad_tag_and_query_flags_are_clear_errors_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(dir.path());
+    append(&db, &["s", "t", "{}", "--tag", "keep"]);
+    let long = "é".repeat(128);
+    let many: Vec<String> = (0..65)
+        .flat_map(|i| ["--tag".to_owned(), format!("t{i}")])
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let base = ["append", "s", "t", "{}"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--tag", ""],
+            "'--tag <TAG>': a tag must be 1..=255 bytes of UTF-8, got an empty tag",
+        ),
+        (vec!["--tag", &long], "got 256 bytes"),
+        (
+            many,
+            "an event carries 65 distinct tags, over the limit of 64",
+        ),
+        (vec!["--fail-if-match", "all"], "--after <POSITION>"),
+        (vec!["--after", "3"], "--fail-if-match <QUERY>"),
+        (
+            vec!["--fail-if-match", "[{", "--after", "0"],
+            "the query is not valid JSON",
+        ),
+        (
+            vec!["--fail-if-match", "[]", "--after", "0"],
+            "the query has no items",
+        ),
+        (vec!["--fail-if-match", "{}", "--after", "0"], "an array of"),
+        (
+            vec![
+                "--fail-if-match",
+                r#"[{"types":["t"],"colour":1}]"#,
+                "--after",
+                "0",
+            ],
+            "unknown field `colour`",
+        ),
+        (
+            vec!["--fail-if-match", "[{}]", "--after", "0"],
+            "query item 0 has neither types nor tags",
+        ),
+        (
+            vec!["--fail-if-match", r#"[{"tags":[""]}]"#, "--after", "0"],
+            "query item 0: a tag must be",
+        ),
+        (
+            vec!["--fail-if-match", "all", "--after", "soon"],
+            "invalid value 'soon' for '--after <POSITION>'",
+        ),
+    ];
+    for (flags, reason) in cases {
+        let stderr = fails(STRATA.at(&db).args(base).args(&flags).output().unwrap(), 1);
+        assert!(stderr.contains(reason), "{flags:?}: {stderr}");
+    }
+    for (flags, reason) in [
+        (vec!["--tag", ""], "got an empty tag"),
+        (vec!["--query", "nope"], "the query is not valid JSON"),
+        (vec!["--query", r#"[{"tags":"a"}]"#], "expected a sequence"),
+        (
+            vec!["--query", r#"[{"types":[]}]"#],
+            "query item 0 has neither types nor tags",
+        ),
+        (vec!["--query", "all", "--type", "t"], "cannot be used with"),
+        (vec!["--query", "all", "--tag", "a"], "cannot be used with"),
+        (vec!["--tag", "a", "--all"], "cannot be used with"),
+        (vec!["s", "--tag", "a"], "cannot be used with"),
+    ] {
+        let stderr = fails(STRATA.at(&db).arg("read").args(&flags).output().unwrap(), 1);
+        assert!(stderr.contains(reason), "{flags:?}: {stderr}");
+    }
+    assert_eq!(read_positions(&db, &["--all"]), [1]);
+}

@@ -5,11 +5,21 @@
 //! - headers: `Nats-Msg-Id` (the event id: JetStream stores a retried publish once within the
 //!   stream's duplicate window), `Strata-Event-Id`, `Strata-Stream` (the escaped stream id),
 //!   `Strata-Position`, `Strata-Version`, `Strata-Type` (escaped like a stream id),
-//!   `Strata-Recorded-At` (unix microseconds) and `Strata-Metadata` (hex, absent when empty).
+//!   `Strata-Recorded-At` (unix microseconds), `Strata-Metadata` (hex, absent when empty) and
+//!   `Strata-Tags` (the event's DCB tags, absent when it has none).
+//!
+//! `Strata-Tags` holds each tag escaped like a stream id ([`escape_token`]: every byte outside
+//! `[A-Za-z0-9_-]` becomes `%XX`), joined by `,`. A comma in a tag is escaped (`%2C`), so the
+//! separator is unambiguous and any tag of UTF-8 (quotes, spaces, commas, line breaks,
+//! non-ASCII) round-trips, while the header value stays printable ASCII without CR or LF. A
+//! message without the header is an untagged event (what publishers before tags sent). A
+//! header that is not such a list (an empty item, a bad escape, a tag over
+//! `limits::MAX_TAG_BYTES`, more than `limits::MAX_TAGS_PER_EVENT` tags) makes [`decode`] fail:
+//! the ingester dead-letters the message like any other malformed one.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use strata::{Event, NewEvent, Uuid};
+use strata::{limits, Event, NewEvent, Uuid};
 
 use crate::subject::{escape_token, event_subject, unescape_token};
 
@@ -27,6 +37,8 @@ pub const EVENT_TYPE: &str = "Strata-Type";
 pub const RECORDED_AT: &str = "Strata-Recorded-At";
 /// Header carrying the metadata as hex.
 pub const METADATA: &str = "Strata-Metadata";
+/// Header carrying the tags: each escaped like a stream id, joined by `,`.
+pub const TAGS: &str = "Strata-Tags";
 
 /// An event as read back from a JetStream message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +59,8 @@ pub struct ReplicatedEvent {
     pub data: Bytes,
     /// The metadata.
     pub metadata: Bytes,
+    /// The tags, in the order the header lists them (the source's: sorted, no repeats).
+    pub tags: Vec<String>,
 }
 
 impl ReplicatedEvent {
@@ -55,7 +69,46 @@ impl ReplicatedEvent {
         NewEvent::new(self.event_type.clone(), self.data.clone())
             .with_metadata(self.metadata.clone())
             .with_id(self.event_id)
+            .with_tags(self.tags.iter().cloned())
     }
+}
+
+/// The value of the `Strata-Tags` header for `tags`; `None` when there are none (the header
+/// is then left out).
+pub fn encode_tags(tags: &[String]) -> Option<String> {
+    if tags.is_empty() {
+        return None;
+    }
+    let escaped: Vec<String> = tags.iter().map(|tag| escape_token(tag)).collect();
+    Some(escaped.join(","))
+}
+
+/// Reverses [`encode_tags`]; the error says what is wrong with `value`.
+pub fn decode_tags(value: &str) -> Result<Vec<String>, String> {
+    let mut tags = Vec::new();
+    for (index, item) in value.split(',').enumerate() {
+        if item.is_empty() {
+            return Err(format!("header {TAGS}: tag {index} is empty"));
+        }
+        let tag = unescape_token(item)
+            .ok_or_else(|| format!("header {TAGS}: tag {index} is not escaped text"))?;
+        if tag.len() > limits::MAX_TAG_BYTES {
+            return Err(format!(
+                "header {TAGS}: tag {index} is {} bytes, over the limit of {}",
+                tag.len(),
+                limits::MAX_TAG_BYTES
+            ));
+        }
+        tags.push(tag);
+    }
+    if tags.len() > limits::MAX_TAGS_PER_EVENT {
+        return Err(format!(
+            "header {TAGS}: {} tags, over the limit of {}",
+            tags.len(),
+            limits::MAX_TAGS_PER_EVENT
+        ));
+    }
+    Ok(tags)
 }
 
 /// Subject, headers and payload for `event`.
@@ -71,6 +124,9 @@ pub fn encode(prefix: &str, event: &Event) -> (String, HeaderMap, Bytes) {
     headers.insert(RECORDED_AT, event.recorded_at.to_string().as_str());
     if !event.metadata.is_empty() {
         headers.insert(METADATA, hex::encode(&event.metadata).as_str());
+    }
+    if let Some(tags) = encode_tags(&event.tags) {
+        headers.insert(TAGS, tags.as_str());
     }
     (
         event_subject(prefix, &event.stream_id),
@@ -111,6 +167,10 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Replicated
             .into(),
         None => Bytes::new(),
     };
+    let tags = match headers.get(TAGS) {
+        Some(value) => decode_tags(value.as_str())?,
+        None => Vec::new(),
+    };
     Ok(ReplicatedEvent {
         stream_id: unescape(STREAM)?,
         version: positive(VERSION)?,
@@ -120,6 +180,7 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Replicated
         recorded_at: number(RECORDED_AT)?,
         data: payload.clone(),
         metadata,
+        tags,
     })
 }
 
@@ -199,6 +260,126 @@ mod tests {
         assert_eq!(back.recorded_at, event.recorded_at);
         assert_eq!(back.data, event.data);
         assert_eq!(back.metadata, event.metadata);
+        assert!(back.tags.is_empty());
+        assert!(
+            headers.get(TAGS).is_none(),
+            "no header for an untagged event"
+        );
+    }
+
+    /// Tags that break naive encodings: separators, quotes, escapes, whitespace, line breaks,
+    /// non-ASCII, a tag that looks escaped already, and the longest tag allowed.
+    fn hostile_tags() -> Vec<String> {
+        let mut tags: Vec<String> = [
+            "course:c1",
+            "a,b",
+            ",",
+            "\"quoted\"",
+            "'single'",
+            "with space",
+            " leading",
+            "tab\there",
+            "line\r\nbreak",
+            "%2C",
+            "%",
+            "100%",
+            "über",
+            "日本語",
+            "emoji 🎉",
+            "semi;colon=eq",
+            "[\"json\"]",
+            "\u{0}nul",
+            "\u{7f}del",
+        ]
+        .map(String::from)
+        .to_vec();
+        tags.push("é".repeat(127)); // 254 bytes
+        tags.push("x".repeat(limits::MAX_TAG_BYTES));
+        tags.sort();
+        tags
+    }
+
+    #[test]
+    fn any_tags_round_trip_through_the_header_and_keep_it_printable_ascii() {
+        let tags = hostile_tags();
+        let value = encode_tags(&tags).unwrap();
+        assert!(
+            value.bytes().all(|b| b.is_ascii_graphic()),
+            "printable ASCII, no spaces, CR or LF: {value}"
+        );
+        assert_eq!(decode_tags(&value).unwrap(), tags);
+        assert_eq!(encode_tags(&[]), None);
+        for one in &tags {
+            let single = std::slice::from_ref(one);
+            assert_eq!(decode_tags(&encode_tags(single).unwrap()).unwrap(), single);
+        }
+
+        // Through a whole message, and through the dead-letter text form of the headers.
+        let event = Event {
+            position: 9,
+            stream_id: "s".into(),
+            version: 1,
+            event_type: "t".into(),
+            event_id: Uuid::now_v7(),
+            recorded_at: 5,
+            data: Bytes::new(),
+            metadata: Bytes::new(),
+            tags: tags.clone().into(),
+        };
+        let (_, headers, payload) = encode("p", &event);
+        assert_eq!(headers.get(TAGS).unwrap().as_str(), value);
+        let back = decode(Some(&headers), &payload).unwrap();
+        assert_eq!(back.tags, tags);
+        assert_eq!(back.to_new_event().tags, tags);
+        let again = decode(
+            Some(&headers_from_text(&headers_to_text(&headers))),
+            &payload,
+        )
+        .unwrap();
+        assert_eq!(again.tags, tags);
+    }
+
+    #[test]
+    fn malformed_tag_headers_are_refused_with_a_reason() {
+        let too_long = "x".repeat(limits::MAX_TAG_BYTES + 1);
+        let too_many = vec!["t"; limits::MAX_TAGS_PER_EVENT + 1].join(",");
+        for (value, reason) in [
+            ("", "tag 0 is empty"),
+            ("a,,b", "tag 1 is empty"),
+            ("a,", "tag 1 is empty"),
+            ("a b", "not escaped text"),
+            ("a%2", "not escaped text"),
+            ("a%2c", "not escaped text"),
+            ("%FF", "not escaped text"),
+            ("\"a\"", "not escaped text"),
+            (too_long.as_str(), "over the limit of 255"),
+            (too_many.as_str(), "65 tags, over the limit of 64"),
+        ] {
+            let error = decode_tags(value).unwrap_err();
+            assert!(error.contains(reason), "{value:?}: {error}");
+            assert!(error.contains(TAGS), "{error}");
+
+            let event = Event {
+                position: 1,
+                stream_id: "s".into(),
+                version: 1,
+                event_type: "t".into(),
+                event_id: Uuid::now_v7(),
+                recorded_at: 5,
+                data: Bytes::new(),
+                metadata: Bytes::new(),
+                tags: Default::default(),
+            };
+            let (_, mut headers, payload) = encode("p", &event);
+            headers.insert(TAGS, value);
+            assert!(decode(Some(&headers), &payload).is_err(), "{value:?}");
+        }
+        assert_eq!(
+            decode_tags(&format!("{}t", "t,".repeat(limits::MAX_TAGS_PER_EVENT - 1)))
+                .unwrap()
+                .len(),
+            limits::MAX_TAGS_PER_EVENT
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{all_events, assert_replicated, open, wait_until, NatsServer};
-use strata::{ExpectedVersion, NewEvent, Store, Uuid};
+use strata::{AppendCondition, ExpectedVersion, NewEvent, Query, QueryItem, Store, Uuid};
 use strata_nats::checkpoint::Checkpoints;
 use strata_nats::dead_letter::{DeadLetters, Side};
 use strata_nats::{
@@ -684,6 +684,142 @@ async fn messages_that_cannot_be_ingested_are_dead_lettered_and_the_rest_arrive_
     let left = dead_letters(&central, Side::Pull, "central");
     assert_eq!(left.len(), 1);
     assert!(left[0].reason.starts_with("not a strata event"));
+}
+
+/// Tags that break naive header encodings: separators, quotes, whitespace, line breaks,
+/// percent signs, non-ASCII, and the longest tag allowed.
+fn hostile_tags() -> Vec<String> {
+    let mut tags: Vec<String> = [
+        "course:c1",
+        "a,b",
+        "\"quoted\"",
+        "with space",
+        "line\r\nbreak",
+        "%2C",
+        "über",
+        "日本語",
+    ]
+    .map(String::from)
+    .to_vec();
+    tags.push("x".repeat(strata::limits::MAX_TAG_BYTES));
+    tags
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_replicate_intact_and_a_malformed_tags_header_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let source = open(&dir.path().join("source.strata"));
+    let central = open(&dir.path().join("central.strata"));
+    let hostile = hostile_tags();
+    // Tagged events in the default stream (a conditional append), tagged events in named
+    // streams, and untagged ones in between.
+    source
+        .append_with(
+            vec![NewEvent::new("course_defined", "c1").with_tags(hostile.clone())],
+            AppendCondition::new(Query::tags(["course:c1"]), 0),
+        )
+        .unwrap();
+    for i in 0..6 {
+        let stream = TRICKY_STREAMS[i % TRICKY_STREAMS.len()];
+        let mut event = NewEvent::new("student_subscribed", format!("s{i}"));
+        if i % 2 == 0 {
+            event = event.with_tags(["course:c1".to_string(), format!("student:{i}, \"x\"")]);
+        }
+        store_one(&source, stream, event);
+    }
+    let report = publisher(&source, &url, "SRC", "strata.src")
+        .run(PublishUntil::CaughtUp)
+        .await
+        .unwrap();
+    assert_eq!(report.published, 7);
+
+    // A message whose tags header is not a list of escaped tags, on a stream of its own.
+    let bad = strata::Event {
+        position: 100,
+        stream_id: "bad-tags".into(),
+        version: 1,
+        event_type: "e".into(),
+        event_id: Uuid::now_v7(),
+        recorded_at: 1,
+        data: "x".into(),
+        metadata: Default::default(),
+        tags: Default::default(),
+    };
+    let (subject, mut headers, payload) = strata_nats::wire::encode("strata.src", &bad);
+    headers.insert(strata_nats::wire::TAGS, "ok,,b");
+    let client = strata_nats::connect(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    async_nats::jetstream::new(client)
+        .publish_with_headers(subject, headers, payload)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let i = ingester(&central, &url, "SRC", "strata.src", "central", "");
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        i.run(IngestUntil::Idle(Duration::from_millis(500))),
+    )
+    .await
+    .expect("the pull stalled on the malformed message")
+    .unwrap();
+    assert_eq!((report.appended, report.rejected), (7, 1), "{report:?}");
+    assert_replicated(&source, &central, "");
+    let letters = dead_letters(&central, Side::Pull, "central");
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("Strata-Tags") && letters[0].reason.contains("tag 1 is empty"),
+        "{}",
+        letters[0].reason
+    );
+
+    // The tags are there, and the tag index knows them: queries find the events.
+    let first = &all_events(&central)[0];
+    let mut sorted = hostile.clone();
+    sorted.sort();
+    assert_eq!(&first.tags[..], &sorted[..]);
+    for tag in &hostile {
+        let found = central
+            .read_query(&Query::tags([tag.as_str()]), 0, 100)
+            .unwrap();
+        // "course:c1" is on the three tagged students too.
+        let expected = if tag == "course:c1" { 4 } else { 1 };
+        assert_eq!(found.len(), expected, "{tag:?}");
+        assert_eq!(found[0].event_type.as_ref(), "course_defined");
+    }
+    let course = central
+        .read_query(
+            &Query::item(QueryItem::types(["student_subscribed"]).with_tags(["course:c1"])),
+            0,
+            100,
+        )
+        .unwrap();
+    let data: Vec<&[u8]> = course.iter().map(|e| &e.data[..]).collect();
+    assert_eq!(data, [&b"s0"[..], b"s2", b"s4"]);
+    assert_eq!(
+        central
+            .read_query(&Query::tags(["student:2, \"x\""]), 0, 100)
+            .unwrap()
+            .len(),
+        1
+    );
+    let untagged = all_events(&central)
+        .iter()
+        .filter(|e| e.tags.is_empty())
+        .count();
+    assert_eq!(untagged, 3);
+    // The conditional append's stream arrived under its name.
+    assert_eq!(&*first.stream_id, strata::DEFAULT_STREAM);
+}
+
+fn store_one(store: &Store, stream: &str, event: NewEvent) {
+    store
+        .append(stream, ExpectedVersion::Any, vec![event])
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@
  *   STRATA_BLESS=1 cargo test -p strata-ffi --test header
  *
  * Conventions: every function returns a strata_status (STRATA_OK = 0 on success), except
- * strata_errmsg, strata_last_actual_version, strata_last_conflict_part, strata_status_name,
- * strata_version and strata_free. Strings are NUL-terminated UTF-8; a byte buffer of length 0
+ * strata_errmsg, strata_last_actual_version, strata_last_conflict_part,
+ * strata_last_condition_position, strata_status_name, strata_version and strata_free. Strings are NUL-terminated UTF-8; a byte buffer of length 0
  * may be NULL. Buffers the library returns are released with strata_free, handles with their
  * own *_free function; every free function accepts NULL.
  *
@@ -38,6 +38,13 @@
  *
  * Multi-stream appends: on STRATA_CONFLICT, strata_last_conflict_part() is the index of the
  * part that conflicted and strata_last_actual_version() its stream's version.
+ *
+ * Tags, queries and conditional appends (Dynamic Consistency Boundaries, dcb.events): events
+ * carry tags (strata_new_event.tags; strata_event.tags, views with the event's lifetime);
+ * strata_read_query and strata_subscribe_query follow a strata_query (NULL: every event);
+ * strata_append_with / strata_append_multi_with append unless an event matching the
+ * condition's query came after its position: STRATA_CONDITION_FAILED, nothing written, and
+ * strata_last_condition_position() names the first such event.
  */
 
 
@@ -147,6 +154,11 @@ typedef enum strata_status {
   STRATA_MISUSE = 14,
   // A bug in strata (a caught panic) or an allocation failure.
   STRATA_INTERNAL = 15,
+  // A conditional append (`strata_append_with`, `strata_append_multi_with`) found an event
+  // matching its condition's query after the condition's `after` position: nothing was
+  // written. `strata_last_condition_position()` is the first such position. Read the query
+  // again, decide again, and retry with the new position.
+  STRATA_CONDITION_FAILED = 16,
 } strata_status;
 
 // One event to append.
@@ -163,6 +175,14 @@ typedef struct strata_new_event {
   size_t metadata_len;
   // NULL, or 16 bytes: the event's id (idempotency key). NULL lets the store make one.
   const uint8_t *event_id;
+  // The event's tags (DCB): `n_tags` NUL-terminated UTF-8 strings, each 1..=255 bytes; at
+  // most 64 distinct ones per event (repeats are dropped, the order does not matter). NULL
+  // with `n_tags` 0 (a zeroed struct): no tags. NULL with `n_tags` > 0, a NULL element,
+  // invalid UTF-8, an empty or longer tag, or too many is `STRATA_INVALID_ARGUMENT` and the
+  // append writes nothing. The strings are copied; the caller keeps ownership.
+  const char *const *tags;
+  // Number of pointers in `tags`.
+  size_t n_tags;
 } strata_new_event;
 
 // What an append to one stream stored.
@@ -192,6 +212,55 @@ typedef struct strata_stream_append {
   size_t n_events;
 } strata_stream_append;
 
+// One item of a `strata_query`: it matches an event whose type is one of `types` (any type
+// when `n_types` is 0) AND which carries every one of `tags` (any tags when `n_tags` is 0).
+// An item must name at least one type or tag (a zeroed item is `STRATA_INVALID_ARGUMENT`);
+// at most 64 types and 64 tags. Strings are NUL-terminated UTF-8 (types 1..=255 bytes, tags
+// 1..=255 bytes), read during the call only; the caller keeps ownership.
+typedef struct strata_query_item {
+  // `n_types` event types, any of which matches (may be NULL when `n_types` is 0).
+  const char *const *types;
+  // Number of pointers in `types`.
+  size_t n_types;
+  // `n_tags` tags, all of which an event must carry (may be NULL when `n_tags` is 0).
+  const char *const *tags;
+  // Number of pointers in `tags`.
+  size_t n_tags;
+} strata_query_item;
+
+// A DCB query: `n_items` items combined with OR (1..=256 of them).
+//
+// "Every event" is spelled as a NULL `const strata_query *` wherever a query is taken
+// (`strata_read_query`, `strata_subscribe_query`, `strata_append_condition.fail_if_events_match`).
+// A query with `n_items` 0 is `STRATA_INVALID_ARGUMENT`, so a zeroed struct never matches
+// every event by accident.
+typedef struct strata_query {
+  // The items (may be NULL only when `n_items` is 0, which is an error).
+  const struct strata_query_item *items;
+  // Number of items.
+  size_t n_items;
+} strata_query;
+
+// The condition of a conditional append: fail, writing nothing, if an event matching
+// `fail_if_events_match` has a position after `after`. Usually `after` is the last position
+// of the log when the decision read its events (e.g. the position of the last event a
+// `strata_read_query` cursor returned, or a head read before it); 0 counts every event.
+typedef struct strata_append_condition {
+  // The query whose matching events make the append fail; NULL: every event.
+  const struct strata_query *fail_if_events_match;
+  // Only events after this position count.
+  uint64_t after;
+} strata_append_condition;
+
+// One tag of a stored event, as a view (not NUL-terminated: use `len`). Owned by the cursor or
+// subscription that returned the event, with the same lifetime as the event's other pointers.
+typedef struct strata_tag {
+  // The tag's UTF-8 bytes (`len` of them, 1..=255; not NUL-terminated).
+  const char *tag;
+  // Length of `tag` in bytes.
+  size_t len;
+} strata_tag;
+
 // A stored event, as a view: the pointers belong to the cursor or subscription that filled it
 // and stay valid until its next `next` call or its `free`. Strings are NOT NUL-terminated:
 // use the lengths.
@@ -220,6 +289,13 @@ typedef struct strata_event {
   size_t metadata_len;
   // The event id (UUID bytes, big-endian as in its text form).
   uint8_t event_id[16];
+  // The event's tags (DCB), sorted by their bytes, without repeats: `n_tags` views owned by
+  // the cursor or subscription, valid exactly as long as the other pointers of this event
+  // (until the next `next`/`next_batch` call on that handle or its free). NULL when the
+  // event has no tags (`n_tags` 0).
+  const struct strata_tag *tags;
+  // Number of elements of `tags`.
+  size_t n_tags;
 } strata_event;
 
 // A projection's status, as stored in the file.
@@ -307,6 +383,58 @@ enum strata_status strata_append_multi(strata_store *store,
                                        const struct strata_stream_append *parts,
                                        size_t n_parts,
                                        struct strata_append_result *out_results);
+
+// A conditional append (DCB): appends `n_events` events to `stream_id` (NULL: the default
+// stream `"$dcb"`) if the stream's version satisfies the expectation (`expected_kind` is a
+// `STRATA_EXPECT_*`, `expected_version` used by `STRATA_EXPECT_EXACT`; pass
+// `STRATA_EXPECT_ANY` for no version check) AND no event matching
+// `condition->fail_if_events_match` was appended after `condition->after`. Both are checked by
+// the writer inside the write transaction, so two appends whose conditions overlap never both
+// succeed, in this process or another. All or nothing.
+//
+// `STRATA_CONDITION_FAILED`: nothing was written; `strata_last_condition_position()` is the
+// first position after `after` whose event matches the query. `STRATA_CONFLICT`: the stream's
+// version did not hold (`strata_last_actual_version()`). `STRATA_INVALID_ARGUMENT`: a NULL
+// `condition`, an invalid query (an item with neither types nor tags, a query of 0 items, a
+// NULL string, invalid UTF-8, a limit broken) or invalid events or tags; nothing written. A
+// retry of an append already stored (same event ids) succeeds with the original positions and
+// `already_stored` 1, whatever the condition.
+//
+// Everything passed is copied or only read during the call; the caller keeps ownership.
+// `out_result` may be NULL; otherwise it is filled on success and zeroed on failure.
+//
+// # Safety
+//
+// `store` is NULL or a pointer this library returned; `stream_id` is NULL or a NUL-terminated
+// string; `events` holds `n_events` readable elements whose pointers follow the header's
+// conventions; `condition` is NULL or points to a readable `strata_append_condition` whose
+// query follows `strata_query`'s contract; `out_result` is NULL or writable for one
+// `strata_append_result`.
+enum strata_status strata_append_with(strata_store *store,
+                                      const char *stream_id,
+                                      uint32_t expected_kind,
+                                      uint64_t expected_version,
+                                      const struct strata_new_event *events,
+                                      size_t n_events,
+                                      const struct strata_append_condition *condition,
+                                      struct strata_append_result *out_result);
+
+// `strata_append_multi` with a condition (DCB): every part's expected version and the
+// condition must hold, or nothing is written. Failures as `strata_append_multi` (on
+// `STRATA_CONFLICT`, `strata_last_conflict_part()`) and `strata_append_with` (on
+// `STRATA_CONDITION_FAILED`, `strata_last_condition_position()`; a NULL `condition` is
+// `STRATA_INVALID_ARGUMENT`). Ownership as `strata_append_multi`: everything passed is only
+// read during the call; `out_results` is NULL or room for `n_parts` results.
+//
+// # Safety
+//
+// As `strata_append_multi`; `condition` is NULL or points to a readable
+// `strata_append_condition` whose query follows `strata_query`'s contract.
+enum strata_status strata_append_multi_with(strata_store *store,
+                                            const struct strata_stream_append *parts,
+                                            size_t n_parts,
+                                            const struct strata_append_condition *condition,
+                                            struct strata_append_result *out_results);
 
 // Opens a cursor over the events of `stream_id` from version `from_version` (inclusive; 0 means
 // the first event in `direction`: 1 forwards, the last backwards), in `direction`
@@ -516,6 +644,26 @@ enum strata_status strata_projections_start(strata_store *store, uint32_t idle_w
 // the call.
 enum strata_status strata_projections_stop(strata_store *store);
 
+// Opens a cursor over the events after position `after` (exclusive: 0 reads from the first
+// event) that match `query` (NULL: every event), in position order, at most `max_count`
+// (0: no limit). Read through the tag index a page at a time, like the other cursors:
+// `strata_cursor_next` / `strata_cursor_next_batch`, and each event's `tags` are filled.
+// The query is copied; the caller keeps ownership of it.
+//
+// On success `*out_cursor` is a new cursor owned by the caller (`strata_cursor_free`); on
+// failure (an invalid query: `STRATA_INVALID_ARGUMENT`) it is NULL.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `query` is NULL or points to a readable `strata_query` whose pointers follow its
+// contract; `out_cursor` is NULL or writable for one `strata_cursor *`.
+enum strata_status strata_read_query(strata_store *store,
+                                     const struct strata_query *query,
+                                     uint64_t after,
+                                     uint64_t max_count,
+                                     strata_cursor **out_cursor);
+
 // The message of the last failed call on the calling thread ("not an error" if none failed).
 //
 // Ownership: the string belongs to the library; it stays valid until the next failing call on
@@ -531,6 +679,12 @@ uint64_t strata_last_actual_version(void);
 // of the part whose expected version did not hold (its stream's actual version is
 // `strata_last_actual_version()`); -1 after any other failure.
 int64_t strata_last_conflict_part(void);
+
+// The first conflicting position reported by the last `STRATA_CONDITION_FAILED` on the calling
+// thread: the position of the first event after the condition's `after` that matches its
+// query. 0 when the last failed call on this thread was not a failed condition (positions
+// start at 1).
+uint64_t strata_last_condition_position(void);
 
 // The name of a status code, such as `"STRATA_CONFLICT"`; `"STRATA_UNKNOWN"` for a value that
 // is not a status. Static storage: never freed, never NULL.
@@ -629,6 +783,25 @@ enum strata_status strata_subscribe(strata_store *store,
                                     const char *const *event_types,
                                     size_t n_types,
                                     strata_subscription **out_subscription);
+
+// Subscribes to the events matching a DCB query (`query`; NULL: every event) from position
+// `from_position` (inclusive; 0 or 1: the whole log): history first, then live events as they
+// are committed, in position order, without gap or duplicate, each with its `tags`. The same
+// `strata_subscription_next` and `strata_subscription_free` as `strata_subscribe`. The query
+// is copied; the caller keeps ownership of it. An invalid query is `STRATA_INVALID_ARGUMENT`.
+//
+// On success `*out_subscription` is a new handle owned by the caller
+// (`strata_subscription_free`); on failure it is NULL.
+//
+// # Safety
+//
+// `store` is NULL or any pointer, but a live handle must not be freed by another thread during
+// the call; `query` is NULL or points to a readable `strata_query` whose pointers follow its
+// contract; `out_subscription` is NULL or writable for one `strata_subscription *`.
+enum strata_status strata_subscribe_query(strata_store *store,
+                                          uint64_t from_position,
+                                          const struct strata_query *query,
+                                          strata_subscription **out_subscription);
 
 // Waits up to `timeout_ms` milliseconds (0: do not wait) for the next event.
 // `STRATA_OK`: `*out_event` is a view valid until the next `strata_subscription_next` on this

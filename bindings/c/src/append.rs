@@ -1,10 +1,15 @@
-//! `strata_append` and `strata_append_multi`.
+//! `strata_append`, `strata_append_multi`, and their conditional (DCB) forms
+//! `strata_append_with`, `strata_append_multi_with`.
 
 use std::os::raw::c_char;
 
-use strata_core::{AppendError, ExpectedVersion, NewEvent, StreamAppend, Uuid};
+use strata_core::{
+    AppendCondition, AppendError, ExpectedVersion, NewEvent, StreamAppend, Uuid, DEFAULT_STREAM,
+};
 
-use crate::ptr::{clear_out, handle_ref, id_arg, slice_arg, str_arg, write_out};
+use crate::cursor::string_array;
+use crate::ptr::{clear_out, handle_ref, id_arg, opt_str_arg, slice_arg, str_arg, write_out};
+use crate::query::{condition_arg, strata_append_condition};
 use crate::status::strata_status::{self, *};
 use crate::status::{guard, Fail};
 use crate::store::strata_store;
@@ -43,6 +48,8 @@ unsafe fn new_events(
                 event.metadata = strata_core::Bytes::copy_from_slice(metadata);
             }
             event.event_id = unsafe { id_arg(e.event_id) }.map(Uuid::from_bytes);
+            // Checked by the store before anything is written (length, count after repeats).
+            event.tags = unsafe { string_array(e.tags, e.n_tags, &format!("events[{i}].tags")) }?;
             Ok(event)
         })
         .collect()
@@ -113,6 +120,22 @@ pub unsafe extern "C" fn strata_append_multi(
     n_parts: usize,
     out_results: *mut strata_append_result,
 ) -> strata_status {
+    unsafe { append_multi(store, parts, n_parts, None, out_results) }
+}
+
+/// `strata_append_multi` and `strata_append_multi_with` (`condition`: `Some` for the latter,
+/// NULL or not).
+///
+/// # Safety
+///
+/// As `strata_append_multi_with`.
+unsafe fn append_multi(
+    store: *mut strata_store,
+    parts: *const strata_stream_append,
+    n_parts: usize,
+    condition: Option<*const strata_append_condition>,
+    out_results: *mut strata_append_result,
+) -> strata_status {
     guard(|| {
         // Cleared first, so that every failure below leaves them zeroed. Only a non-NULL array
         // is touched: advancing a NULL pointer and writing through it was a crash.
@@ -136,7 +159,16 @@ pub unsafe extern "C" fn strata_append_multi(
                 unsafe { new_events(part.events, part.n_events) }?,
             ));
         }
-        let results = handle.store()?.append_multi(appends).map_err(|error| {
+        let condition = match condition {
+            Some(condition) => Some(unsafe { condition_arg(condition) }?),
+            None => None,
+        };
+        let store = handle.store()?;
+        let results = match condition {
+            Some(condition) => store.append_multi_with(appends, condition),
+            None => store.append_multi(appends),
+        };
+        let results = results.map_err(|error| {
             let part = match &error {
                 AppendError::Conflict { stream_id, .. } => {
                     stream_ids.iter().position(|s| s == stream_id)
@@ -155,4 +187,81 @@ pub unsafe extern "C" fn strata_append_multi(
         }
         Ok(STRATA_OK)
     })
+}
+
+/// A conditional append (DCB): appends `n_events` events to `stream_id` (NULL: the default
+/// stream `"$dcb"`) if the stream's version satisfies the expectation (`expected_kind` is a
+/// `STRATA_EXPECT_*`, `expected_version` used by `STRATA_EXPECT_EXACT`; pass
+/// `STRATA_EXPECT_ANY` for no version check) AND no event matching
+/// `condition->fail_if_events_match` was appended after `condition->after`. Both are checked by
+/// the writer inside the write transaction, so two appends whose conditions overlap never both
+/// succeed, in this process or another. All or nothing.
+///
+/// `STRATA_CONDITION_FAILED`: nothing was written; `strata_last_condition_position()` is the
+/// first position after `after` whose event matches the query. `STRATA_CONFLICT`: the stream's
+/// version did not hold (`strata_last_actual_version()`). `STRATA_INVALID_ARGUMENT`: a NULL
+/// `condition`, an invalid query (an item with neither types nor tags, a query of 0 items, a
+/// NULL string, invalid UTF-8, a limit broken) or invalid events or tags; nothing written. A
+/// retry of an append already stored (same event ids) succeeds with the original positions and
+/// `already_stored` 1, whatever the condition.
+///
+/// Everything passed is copied or only read during the call; the caller keeps ownership.
+/// `out_result` may be NULL; otherwise it is filled on success and zeroed on failure.
+///
+/// # Safety
+///
+/// `store` is NULL or a pointer this library returned; `stream_id` is NULL or a NUL-terminated
+/// string; `events` holds `n_events` readable elements whose pointers follow the header's
+/// conventions; `condition` is NULL or points to a readable `strata_append_condition` whose
+/// query follows `strata_query`'s contract; `out_result` is NULL or writable for one
+/// `strata_append_result`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn strata_append_with(
+    store: *mut strata_store,
+    stream_id: *const c_char,
+    expected_kind: u32,
+    expected_version: u64,
+    events: *const strata_new_event,
+    n_events: usize,
+    condition: *const strata_append_condition,
+    out_result: *mut strata_append_result,
+) -> strata_status {
+    unsafe { clear_out(out_result, strata_append_result::default()) };
+    guard(|| {
+        let handle = unsafe { handle_ref(store) }?;
+        let stream_id = unsafe { opt_str_arg(stream_id, "stream_id") }?.unwrap_or(DEFAULT_STREAM);
+        let expected = expected(expected_kind, expected_version)?;
+        let events = unsafe { new_events(events, n_events) }?;
+        let condition: AppendCondition = unsafe { condition_arg(condition) }?;
+        let result = handle
+            .store()?
+            .append_to_with(stream_id, expected, events, condition)?;
+        if !out_result.is_null() {
+            unsafe { write_out(out_result, to_result(&result), "out_result") }?;
+        }
+        Ok(STRATA_OK)
+    })
+}
+
+/// `strata_append_multi` with a condition (DCB): every part's expected version and the
+/// condition must hold, or nothing is written. Failures as `strata_append_multi` (on
+/// `STRATA_CONFLICT`, `strata_last_conflict_part()`) and `strata_append_with` (on
+/// `STRATA_CONDITION_FAILED`, `strata_last_condition_position()`; a NULL `condition` is
+/// `STRATA_INVALID_ARGUMENT`). Ownership as `strata_append_multi`: everything passed is only
+/// read during the call; `out_results` is NULL or room for `n_parts` results.
+///
+/// # Safety
+///
+/// As `strata_append_multi`; `condition` is NULL or points to a readable
+/// `strata_append_condition` whose query follows `strata_query`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn strata_append_multi_with(
+    store: *mut strata_store,
+    parts: *const strata_stream_append,
+    n_parts: usize,
+    condition: *const strata_append_condition,
+    out_results: *mut strata_append_result,
+) -> strata_status {
+    unsafe { append_multi(store, parts, n_parts, Some(condition), out_results) }
 }

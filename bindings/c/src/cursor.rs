@@ -1,4 +1,4 @@
-//! `strata_cursor`: paged reads by stream, by position, by event type.
+//! `strata_cursor`: paged reads by stream, by position, by event type, by DCB query.
 
 use std::ops::Range;
 use std::os::raw::c_char;
@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use strata_core::{Direction, Event, Store};
+use strata_core::{Direction, Event, Query, Store};
 
 use crate::ptr::{
     clear_out, free_handle, handle_ref, into_handle, slice_arg, str_arg, write_out, Handle,
@@ -17,7 +17,7 @@ use crate::store::strata_store;
 use crate::types::*;
 
 /// Where a cursor continues.
-enum Source {
+pub(crate) enum Source {
     Stream {
         stream_id: String,
         next_version: u64,
@@ -30,6 +30,11 @@ enum Source {
         types: Vec<String>,
         recorded: Range<i64>,
         next_position: u64,
+    },
+    /// A DCB query (`strata_read_query`): the events after `after` that match it.
+    Query {
+        query: Query,
+        after: u64,
     },
 }
 
@@ -46,6 +51,8 @@ struct CursorState {
     /// The current page; the event the last `next` returned is `page[next - 1]`, the memory
     /// its view points into (kept until the page is replaced).
     page: Vec<Event>,
+    /// The tag views of `page` (the memory the views' `tags` point into), rebuilt with it.
+    tags: PageTags,
     /// Index in `page` of the event the next `next` returns.
     next: usize,
 }
@@ -58,6 +65,7 @@ impl CursorState {
     /// read connections' store are released then.
     fn check_open(&mut self) -> Result<(), Fail> {
         if self.closed.load(Ordering::SeqCst) {
+            self.tags = PageTags::default();
             self.page = Vec::new();
             self.next = 0;
             self.exhausted = true;
@@ -116,25 +124,44 @@ impl CursorState {
                 }
                 page
             }
+            Source::Query { query, after } => {
+                let page = self.store.read_query(query, *after, want)?;
+                if let Some(last) = page.last() {
+                    *after = last.position;
+                }
+                page
+            }
         };
         if page.len() < want {
             self.exhausted = true;
         }
         self.remaining -= page.len() as u64;
+        self.tags = PageTags::new(&page);
         self.page = page;
         self.next = 0;
         Ok(())
     }
 
-    fn next(&mut self) -> Result<Option<&Event>, Fail> {
+    /// Drops the page when every event of it was delivered and fetches the next one.
+    fn refill(&mut self) -> Result<(), Fail> {
         if self.next == self.page.len() {
+            self.tags = PageTags::default();
             self.page = Vec::new();
             self.next = 0;
             self.fetch()?;
         }
-        let event = self.page.get(self.next);
-        self.next += usize::from(event.is_some());
-        Ok(event)
+        Ok(())
+    }
+
+    /// The view of the next event, or `None` at the end.
+    fn next(&mut self) -> Result<Option<strata_event>, Fail> {
+        self.refill()?;
+        let view = self
+            .page
+            .get(self.next)
+            .map(|event| strata_event::view(event, self.tags.of(self.next)));
+        self.next += usize::from(view.is_some());
+        Ok(view)
     }
 }
 
@@ -150,7 +177,7 @@ impl Handle for strata_cursor {
 
 // Reading
 
-unsafe fn open_cursor(
+pub(crate) unsafe fn open_cursor(
     store: *mut strata_store,
     out: *mut *mut strata_cursor,
     max_count: u64,
@@ -169,6 +196,7 @@ unsafe fn open_cursor(
             remaining: if max_count == 0 { u64::MAX } else { max_count },
             exhausted: false,
             page: Vec::new(),
+            tags: PageTags::default(),
             next: 0,
         };
         // The first page now, so that bad arguments fail here rather than on the first `next`.
@@ -319,8 +347,8 @@ pub unsafe extern "C" fn strata_cursor_next(
         let mut state = cursor.state.lock();
         state.check_open()?;
         match state.next()? {
-            Some(event) => {
-                unsafe { write_out(out_event, strata_event::view(event), "out_event") }?;
+            Some(view) => {
+                unsafe { write_out(out_event, view, "out_event") }?;
                 Ok(STRATA_OK)
             }
             None => Ok(STRATA_DONE),
@@ -355,18 +383,14 @@ pub unsafe extern "C" fn strata_cursor_next_batch(
         crate::ptr::check_out_array(out_events, capacity, "out_events")?;
         let mut state = cursor.state.lock();
         state.check_open()?;
-        if state.next == state.page.len() {
-            state.page = Vec::new();
-            state.next = 0;
-            state.fetch()?;
-        }
+        state.refill()?;
         let start = state.next;
         let count = capacity.min(state.page.len() - start);
         for (i, event) in state.page[start..start + count].iter().enumerate() {
             unsafe {
                 write_out(
                     out_events.wrapping_add(i),
-                    strata_event::view(event),
+                    strata_event::view(event, state.tags.of(start + i)),
                     "out_events",
                 )
             }?;

@@ -35,7 +35,8 @@
 //!
 //! # Layout
 //!
-//! One module per handle or concern, as wasmtime's C API: `store`, `append`, `cursor`,
+//! One module per handle or concern, as wasmtime's C API: `store`, `append` (plain and
+//! conditional appends), `cursor`, `query` (DCB queries and conditions, `strata_read_query`),
 //! `subscription`, `projection`, `metrics`, `types` (constants and plain structs), `status`
 //! (status codes, per-thread errors), `ptr` (every conversion of a caller's pointer, each an
 //! `unsafe fn` with its contract). Every entry point that takes a pointer is an
@@ -49,6 +50,7 @@ mod cursor;
 mod metrics;
 mod projection;
 mod ptr;
+mod query;
 mod status;
 mod store;
 mod subscription;
@@ -58,9 +60,10 @@ pub use append::*;
 pub use cursor::*;
 pub use metrics::*;
 pub use projection::*;
+pub use query::*;
 pub use status::{
-    strata_errmsg, strata_last_actual_version, strata_last_conflict_part, strata_status,
-    strata_status_name,
+    strata_errmsg, strata_last_actual_version, strata_last_condition_position,
+    strata_last_conflict_part, strata_status, strata_status_name,
 };
 pub use store::*;
 pub use subscription::*;

@@ -49,6 +49,11 @@ pub enum strata_status {
     STRATA_MISUSE = 14,
     /// A bug in strata (a caught panic) or an allocation failure.
     STRATA_INTERNAL = 15,
+    /// A conditional append (`strata_append_with`, `strata_append_multi_with`) found an event
+    /// matching its condition's query after the condition's `after` position: nothing was
+    /// written. `strata_last_condition_position()` is the first such position. Read the query
+    /// again, decide again, and retry with the new position.
+    STRATA_CONDITION_FAILED = 16,
 }
 
 use strata_status::*;
@@ -61,6 +66,8 @@ pub(crate) struct Fail {
     pub actual_version: Option<StreamVersion>,
     /// For a conflict of `strata_append_multi`: the index of the part whose check failed.
     pub conflict_part: Option<usize>,
+    /// For `STRATA_CONDITION_FAILED`: the first position matching the condition's query.
+    pub condition_position: Option<u64>,
 }
 
 impl Fail {
@@ -70,6 +77,7 @@ impl Fail {
             message: message.into(),
             actual_version: None,
             conflict_part: None,
+            condition_position: None,
         }
     }
 
@@ -111,7 +119,12 @@ impl From<OpenError> for Fail {
 impl From<AppendError> for Fail {
     fn from(error: AppendError) -> Fail {
         let mut actual_version = None;
+        let mut condition_position = None;
         let status = match &error {
+            AppendError::ConditionFailed { position, .. } => {
+                condition_position = Some(*position);
+                STRATA_CONDITION_FAILED
+            }
             AppendError::Conflict { actual, .. } => {
                 actual_version = Some(*actual);
                 STRATA_CONFLICT
@@ -127,6 +140,7 @@ impl From<AppendError> for Fail {
             message: error.to_string(),
             actual_version,
             conflict_part: None,
+            condition_position,
         }
     }
 }
@@ -180,6 +194,7 @@ thread_local! {
     static LAST_MESSAGE: RefCell<CString> = RefCell::new(CString::new("not an error").expect("no NUL"));
     static LAST_ACTUAL_VERSION: Cell<StreamVersion> = const { Cell::new(0) };
     static LAST_CONFLICT_PART: Cell<i64> = const { Cell::new(-1) };
+    static LAST_CONDITION_POSITION: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Records `fail` as this thread's last error and returns its status.
@@ -189,6 +204,7 @@ pub(crate) fn record(fail: Fail) -> strata_status {
     LAST_ACTUAL_VERSION.with(|v| v.set(fail.actual_version.unwrap_or(0)));
     let part = fail.conflict_part.and_then(|i| i64::try_from(i).ok());
     LAST_CONFLICT_PART.with(|p| p.set(part.unwrap_or(-1)));
+    LAST_CONDITION_POSITION.with(|p| p.set(fail.condition_position.unwrap_or(0)));
     fail.status
 }
 
@@ -238,6 +254,15 @@ pub extern "C" fn strata_last_conflict_part() -> i64 {
     LAST_CONFLICT_PART.try_with(|p| p.get()).unwrap_or(-1)
 }
 
+/// The first conflicting position reported by the last `STRATA_CONDITION_FAILED` on the calling
+/// thread: the position of the first event after the condition's `after` that matches its
+/// query. 0 when the last failed call on this thread was not a failed condition (positions
+/// start at 1).
+#[no_mangle]
+pub extern "C" fn strata_last_condition_position() -> u64 {
+    LAST_CONDITION_POSITION.try_with(|p| p.get()).unwrap_or(0)
+}
+
 /// The name of a status code, such as `"STRATA_CONFLICT"`; `"STRATA_UNKNOWN"` for a value that
 /// is not a status. Static storage: never freed, never NULL.
 #[no_mangle]
@@ -259,6 +284,7 @@ pub extern "C" fn strata_status_name(code: i32) -> *const c_char {
         13 => c"STRATA_PROJECTION_FAULT",
         14 => c"STRATA_MISUSE",
         15 => c"STRATA_INTERNAL",
+        16 => c"STRATA_CONDITION_FAILED",
         _ => c"STRATA_UNKNOWN",
     };
     name.as_ptr()
@@ -278,7 +304,7 @@ mod tests {
 
     #[test]
     fn every_status_has_its_name() {
-        for code in 0..=15 {
+        for code in 0..=16 {
             // SAFETY: strata_status_name returns a pointer to a static NUL-terminated string.
             let name = unsafe { std::ffi::CStr::from_ptr(strata_status_name(code)) };
             assert!(name.to_str().unwrap().starts_with("STRATA_"));

@@ -85,6 +85,14 @@ pub struct strata_new_event {
     pub metadata_len: usize,
     /// NULL, or 16 bytes: the event's id (idempotency key). NULL lets the store make one.
     pub event_id: *const u8,
+    /// The event's tags (DCB): `n_tags` NUL-terminated UTF-8 strings, each 1..=255 bytes; at
+    /// most 64 distinct ones per event (repeats are dropped, the order does not matter). NULL
+    /// with `n_tags` 0 (a zeroed struct): no tags. NULL with `n_tags` > 0, a NULL element,
+    /// invalid UTF-8, an empty or longer tag, or too many is `STRATA_INVALID_ARGUMENT` and the
+    /// append writes nothing. The strings are copied; the caller keeps ownership.
+    pub tags: *const *const c_char,
+    /// Number of pointers in `tags`.
+    pub n_tags: usize,
 }
 
 /// One stream's part of `strata_append_multi`.
@@ -118,6 +126,27 @@ pub struct strata_append_result {
     pub already_stored: u32,
 }
 
+/// One tag of a stored event, as a view (not NUL-terminated: use `len`). Owned by the cursor or
+/// subscription that returned the event, with the same lifetime as the event's other pointers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct strata_tag {
+    /// The tag's UTF-8 bytes (`len` of them, 1..=255; not NUL-terminated).
+    pub tag: *const c_char,
+    /// Length of `tag` in bytes.
+    pub len: usize,
+}
+
+impl strata_tag {
+    /// The views of `tags`, pointing into the strings themselves.
+    pub(crate) fn views(tags: &[String]) -> impl Iterator<Item = strata_tag> + '_ {
+        tags.iter().map(|tag| strata_tag {
+            tag: tag.as_ptr().cast(),
+            len: tag.len(),
+        })
+    }
+}
+
 /// A stored event, as a view: the pointers belong to the cursor or subscription that filled it
 /// and stay valid until its next `next` call or its `free`. Strings are NOT NUL-terminated:
 /// use the lengths.
@@ -148,6 +177,13 @@ pub struct strata_event {
     pub metadata_len: usize,
     /// The event id (UUID bytes, big-endian as in its text form).
     pub event_id: [u8; 16],
+    /// The event's tags (DCB), sorted by their bytes, without repeats: `n_tags` views owned by
+    /// the cursor or subscription, valid exactly as long as the other pointers of this event
+    /// (until the next `next`/`next_batch` call on that handle or its free). NULL when the
+    /// event has no tags (`n_tags` 0).
+    pub tags: *const strata_tag,
+    /// Number of elements of `tags`.
+    pub n_tags: usize,
 }
 
 impl Default for strata_event {
@@ -171,9 +207,13 @@ impl strata_event {
         metadata: std::ptr::null(),
         metadata_len: 0,
         event_id: [0; 16],
+        tags: std::ptr::null(),
+        n_tags: 0,
     };
 
-    pub(crate) fn view(event: &Event) -> strata_event {
+    /// The view of `event`; `tags` are the views of its tags (`strata_tag::views`), kept by the
+    /// caller as long as the view is valid.
+    pub(crate) fn view(event: &Event, tags: &[strata_tag]) -> strata_event {
         strata_event {
             position: event.position,
             version: event.version,
@@ -187,6 +227,12 @@ impl strata_event {
             metadata: event.metadata.as_ptr(),
             metadata_len: event.metadata.len(),
             event_id: *event.event_id.as_bytes(),
+            tags: if tags.is_empty() {
+                std::ptr::null()
+            } else {
+                tags.as_ptr()
+            },
+            n_tags: tags.len(),
         }
     }
 }
@@ -267,4 +313,38 @@ pub extern "C" fn strata_version() -> *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn strata_free(buffer: *mut c_void) {
     let _ = std::panic::catch_unwind(|| unsafe { crate::ptr::malloc_free(buffer) });
+}
+
+/// The tag views (`strata_tag`) of a page of events: one flat array, with each event's range in
+/// it. Built once when the page is fetched and not changed while views into it are out, so the
+/// `tags` pointers of the page's `strata_event`s stay valid as long as the page.
+#[derive(Debug, Default)]
+pub(crate) struct PageTags {
+    views: Vec<strata_tag>,
+    /// `views[starts[i]..starts[i + 1]]` are event `i`'s; empty when no event has tags.
+    starts: Vec<usize>,
+}
+
+impl PageTags {
+    pub(crate) fn new(events: &[Event]) -> PageTags {
+        if events.iter().all(|event| event.tags.is_empty()) {
+            return PageTags::default();
+        }
+        let mut views = Vec::with_capacity(events.iter().map(|e| e.tags.len()).sum());
+        let mut starts = Vec::with_capacity(events.len() + 1);
+        for event in events {
+            starts.push(views.len());
+            views.extend(strata_tag::views(&event.tags));
+        }
+        starts.push(views.len());
+        PageTags { views, starts }
+    }
+
+    /// The views of event `index` of the page.
+    pub(crate) fn of(&self, index: usize) -> &[strata_tag] {
+        match (self.starts.get(index), self.starts.get(index + 1)) {
+            (Some(&start), Some(&end)) => &self.views[start..end],
+            _ => &[],
+        }
+    }
 }

@@ -5,7 +5,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyTuple};
-use strata::{Bytes, ExpectedVersion, NewEvent, Uuid};
+use strata::{Bytes, ExpectedVersion, NewEvent, Query, QueryItem, Uuid};
 
 use crate::errors::Fail;
 
@@ -85,15 +85,53 @@ fn event_type(value: &Bound<'_, PyAny>, index: usize) -> PyResult<String> {
     }
 }
 
-/// One event: a `strata.NewEvent`, a `(type, data[, metadata[, id]])` tuple, or a dict with
-/// `type`, `data`, `metadata`, `id`.
+/// The tags of event `index`: `None` for none, else an iterable of str (not a str itself).
+/// Their lengths and number are checked by the store with the rest of the append.
+fn tags(value: &Bound<'_, PyAny>, index: usize) -> PyResult<Vec<String>> {
+    let py = value.py();
+    if value.is_none() {
+        return Ok(Vec::new());
+    }
+    if value.is_instance_of::<PyString>() {
+        return Err(Fail::invalid(format!(
+            "events[{index}].tags must be an iterable of str, not a str ({}): wrap one tag in a list",
+            value.repr()?
+        ))
+        .into_py_err(py));
+    }
+    let items = value.try_iter().map_err(|_| {
+        Fail::invalid(format!(
+            "events[{index}].tags must be an iterable of str, got {}",
+            value.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+        .into_py_err(py)
+    })?;
+    let mut out = Vec::new();
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        match item.downcast::<PyString>() {
+            Ok(text) => out.push(text.to_str()?.to_owned()),
+            Err(_) => {
+                return Err(Fail::invalid(format!(
+                    "events[{index}].tags[{i}] must be a str, got {}",
+                    item.repr()?
+                ))
+                .into_py_err(py))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One event: a `strata.NewEvent`, a `(type, data[, metadata[, id[, tags]]])` tuple, or a dict
+/// with `type`, `data`, `metadata`, `id`, `tags`.
 fn new_event<'py>(value: &Bound<'py, PyAny>, index: usize) -> PyResult<NewEvent> {
     let py = value.py();
     let none = py.None().into_bound(py);
-    let (kind, data, metadata, id) = if let Ok(tuple) = value.downcast::<PyTuple>() {
-        if tuple.is_empty() || tuple.len() > 4 {
+    let (kind, data, metadata, id, tag_list) = if let Ok(tuple) = value.downcast::<PyTuple>() {
+        if tuple.is_empty() || tuple.len() > 5 {
             return Err(Fail::invalid(format!(
-                "events[{index}]: a tuple event is (type, data[, metadata[, id]]), got {} items",
+                "events[{index}]: a tuple event is (type, data[, metadata[, id[, tags]]]), got {} items",
                 tuple.len()
             ))
             .into_py_err(py));
@@ -105,7 +143,7 @@ fn new_event<'py>(value: &Bound<'py, PyAny>, index: usize) -> PyResult<NewEvent>
                 Ok(none.clone())
             }
         };
-        (item(0)?, item(1)?, item(2)?, item(3)?)
+        (item(0)?, item(1)?, item(2)?, item(3)?, item(4)?)
     } else if let Ok(dict) = value.downcast::<PyDict>() {
         let get = |key: &str| -> PyResult<Bound<'py, PyAny>> {
             Ok(dict.get_item(key)?.unwrap_or_else(|| none.clone()))
@@ -116,13 +154,25 @@ fn new_event<'py>(value: &Bound<'py, PyAny>, index: usize) -> PyResult<NewEvent>
                     .into_py_err(py),
             );
         };
-        (kind, get("data")?, get("metadata")?, get("id")?)
+        (
+            kind,
+            get("data")?,
+            get("metadata")?,
+            get("id")?,
+            get("tags")?,
+        )
     } else if let Ok(kind) = value.getattr(intern!(py, "event_type")) {
+        // `tags` is optional on such objects (a NewEvent has it).
+        let tag_list = match value.getattr(intern!(py, "tags")) {
+            Ok(tags) => tags,
+            Err(_) => none.clone(),
+        };
         (
             kind,
             value.getattr(intern!(py, "data"))?,
             value.getattr(intern!(py, "metadata"))?,
             value.getattr(intern!(py, "event_id"))?,
+            tag_list,
         )
     } else {
         return Err(Fail::invalid(format!(
@@ -137,6 +187,7 @@ fn new_event<'py>(value: &Bound<'py, PyAny>, index: usize) -> PyResult<NewEvent>
     );
     event.metadata = payload(&metadata, &|| format!("events[{index}].metadata"))?;
     event.event_id = event_id(&id, &|| format!("events[{index}].id"))?;
+    event.tags = tags(&tag_list, index)?;
     Ok(event)
 }
 
@@ -169,4 +220,25 @@ pub fn expected_version(value: &Bound<'_, PyAny>) -> PyResult<ExpectedVersion> {
         value.repr()?
     ))
     .into_py_err(py))
+}
+
+/// A query from the Python layer: `None` (every event) or `(types, tags)` pairs, one per item;
+/// checked against the rules and limits (`InvalidArgumentError`).
+pub fn query(items: Option<Vec<(Vec<String>, Vec<String>)>>, what: &str) -> Result<Query, Fail> {
+    let Some(items) = items else {
+        return Ok(Query::all());
+    };
+    let query = Query::from_items(
+        items
+            .into_iter()
+            .map(|(types, tags)| QueryItem::types(types).with_tags(tags)),
+    );
+    query.validate().map_err(|error| {
+        // Spelled as in Python.
+        let message = error
+            .to_string()
+            .replace("Query::all()", "strata.Query.all()");
+        Fail::invalid(format!("{what}: {message}"))
+    })?;
+    Ok(query)
 }

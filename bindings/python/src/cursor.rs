@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use strata::{Direction, Store};
+use strata::{Direction, Query, Store};
 
 use crate::errors::Fail;
 use crate::event::{Event, EventBuilder};
@@ -30,6 +30,11 @@ pub enum Source {
         types: Vec<String>,
         recorded: Range<i64>,
         next_position: u64,
+    },
+    /// A DCB query: the events after `after` that match it.
+    Query {
+        query: Query,
+        after: u64,
     },
 }
 
@@ -70,6 +75,13 @@ impl Source {
                 let page = store.read_by_type(&names, recorded.clone(), *next_position, want)?;
                 if let Some(last) = page.last() {
                     *next_position = last.position + 1;
+                }
+                page
+            }
+            Source::Query { query, after } => {
+                let page = store.read_query(query, *after, want)?;
+                if let Some(last) = page.last() {
+                    *after = last.position;
                 }
                 page
             }

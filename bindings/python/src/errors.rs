@@ -23,6 +23,7 @@ pub enum Kind {
     ProjectionFault,
     Misuse,
     Internal,
+    ConditionFailed,
 }
 
 impl Kind {
@@ -41,6 +42,7 @@ impl Kind {
             Kind::ProjectionFault => "ProjectionFaultError",
             Kind::Misuse => "MisuseError",
             Kind::Internal => "InternalError",
+            Kind::ConditionFailed => "ConditionFailedError",
         }
     }
 }
@@ -53,6 +55,8 @@ pub struct Fail {
     pub message: String,
     /// For a conflict: the stream's actual version.
     pub actual_version: Option<u64>,
+    /// For `ConditionFailed`: the first matching position and the condition's `after`.
+    pub condition: Option<(u64, u64)>,
 }
 
 impl Fail {
@@ -61,6 +65,7 @@ impl Fail {
             kind,
             message: message.into(),
             actual_version: None,
+            condition: None,
         }
     }
 
@@ -87,9 +92,12 @@ impl Fail {
             let module = ERRORS_MODULE
                 .get_or_try_init(py, || Ok::<_, PyErr>(py.import("strata._errors")?.unbind()))?;
             let class = module.bind(py).getattr(self.kind.class_name())?;
-            let value = match self.actual_version {
-                Some(actual) => class.call1((self.message.as_str(), actual))?,
-                None => class.call1((self.message.as_str(),))?,
+            let value = match (self.actual_version, self.condition) {
+                (Some(actual), _) => class.call1((self.message.as_str(), actual))?,
+                (None, Some((position, after))) => {
+                    class.call1((self.message.as_str(), position, after))?
+                }
+                (None, None) => class.call1((self.message.as_str(),))?,
             };
             Ok(PyErr::from_value(value))
         })();
@@ -128,7 +136,12 @@ impl From<OpenError> for Fail {
 impl From<AppendError> for Fail {
     fn from(error: AppendError) -> Fail {
         let mut actual_version = None;
+        let mut condition = None;
         let kind = match &error {
+            AppendError::ConditionFailed { position, after } => {
+                condition = Some((*position, *after));
+                Kind::ConditionFailed
+            }
             AppendError::Conflict { actual, .. } => {
                 actual_version = Some(*actual);
                 Kind::Conflict
@@ -143,6 +156,7 @@ impl From<AppendError> for Fail {
             kind,
             message: error.to_string(),
             actual_version,
+            condition,
         }
     }
 }

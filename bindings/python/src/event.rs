@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use pyo3::basic::CompareOp;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 /// A stored event (immutable). ``data`` and ``metadata`` are the stored bytes (MessagePack by
 /// convention: :meth:`decode`); ``recorded_at`` is unix microseconds (UTC).
@@ -33,6 +33,10 @@ pub struct Event {
     /// Its metadata bytes (``b""`` when none).
     #[pyo3(get)]
     metadata: Py<PyBytes>,
+    /// Its tags (DCB), a tuple of str sorted by their UTF-8 bytes, without repeats (``()``
+    /// when it has none).
+    #[pyo3(get)]
+    tags: Py<PyTuple>,
 }
 
 static UNPACKB: GILOnceCell<PyObject> = GILOnceCell::new();
@@ -82,12 +86,28 @@ impl Event {
         unpack(py, self.metadata.bind(py))
     }
 
+    /// Whether the event carries ``tag``.
+    fn has_tag(&self, py: Python<'_>, tag: &str) -> PyResult<bool> {
+        for item in self.tags.bind(py).iter() {
+            if item.downcast::<PyString>()?.to_str()? == tag {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let data = self.data.bind(py).as_bytes();
         let shown = PyBytes::new(py, &data[..data.len().min(32)]).repr()?;
         let more = if data.len() > 32 { "..." } else { "" };
+        let tags = self.tags.bind(py);
+        let tags = if tags.is_empty() {
+            String::new()
+        } else {
+            format!(", tags={}", tags.repr()?)
+        };
         Ok(format!(
-            "Event(position={}, stream_id={}, version={}, event_type={}, data={shown}{more} ({} bytes))",
+            "Event(position={}, stream_id={}, version={}, event_type={}, data={shown}{more} ({} bytes){tags})",
             self.position,
             self.stream_id.bind(py).repr()?,
             self.version,
@@ -109,7 +129,8 @@ impl Event {
             && self.stream_id.bind(py).to_str()? == other.stream_id.bind(py).to_str()?
             && self.event_type.bind(py).to_str()? == other.event_type.bind(py).to_str()?
             && self.data.bind(py).as_bytes() == other.data.bind(py).as_bytes()
-            && self.metadata.bind(py).as_bytes() == other.metadata.bind(py).as_bytes();
+            && self.metadata.bind(py).as_bytes() == other.metadata.bind(py).as_bytes()
+            && self.tags.bind(py).eq(other.tags.bind(py))?;
         Ok(match op {
             CompareOp::Eq => equal.into_pyobject(py)?.to_owned().into_any().unbind(),
             CompareOp::Ne => (!equal).into_pyobject(py)?.to_owned().into_any().unbind(),
@@ -159,6 +180,7 @@ impl EventBuilder {
             recorded_at: event.recorded_at,
             data: PyBytes::new(py, &event.data).unbind(),
             metadata: PyBytes::new(py, &event.metadata).unbind(),
+            tags: PyTuple::new(py, event.tags.iter().map(String::as_str))?.unbind(),
         };
         Py::new(py, value)
     }

@@ -10,11 +10,15 @@ use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use strata::{
-    BackgroundRunner, BucketWidth, Direction, Durability, Options, ProjectionPhase,
-    ProjectionRunner, ProjectionStatus, RunnerOptions, Store, StreamAppend, SubscriptionFilter,
+    AppendCondition, BackgroundRunner, BucketWidth, Direction, Durability, Options,
+    ProjectionPhase, ProjectionRunner, ProjectionStatus, RunnerOptions, Store, StreamAppend,
+    SubscriptionFilter, DEFAULT_STREAM,
 };
 
-use crate::append::{expected_version, new_events};
+/// A query as the Python layer passes it: `None` (every event) or `(types, tags)` per item.
+type QueryItems = Option<Vec<(Vec<String>, Vec<String>)>>;
+
+use crate::append::{expected_version, new_events, query};
 use crate::cursor::{Cursor, Source};
 use crate::errors::{Fail, Kind};
 use crate::subscription::NativeSubscription;
@@ -256,28 +260,85 @@ impl NativeStore {
     }
 
     fn append_multi(&self, py: Python<'_>, parts: &Bound<'_, PyAny>) -> PyResult<Vec<AppendTuple>> {
-        let mut appends = Vec::new();
-        for (index, part) in parts.try_iter()?.enumerate() {
-            let part = part?;
-            let (stream_id, events, expected): (String, Bound<'_, PyAny>, Bound<'_, PyAny>) =
-                part.extract().map_err(|_| {
-                    Fail::invalid(format!(
-                        "parts[{index}] must be a (stream_id, events, expected) tuple"
-                    ))
-                    .into_py_err(py)
-                })?;
-            appends.push(StreamAppend::new(
-                stream_id,
-                expected_version(&expected)?,
-                new_events(&events)?,
-            ));
-        }
+        let appends = stream_appends(py, parts)?;
         self.detached(py, |this| {
             let results = this.store()?.append_multi(appends)?;
             Ok(results.iter().map(append_tuple).collect())
         })
     }
 
+    /// A conditional append (DCB) to `stream_id` (`None`: the default stream `$dcb`).
+    #[pyo3(signature = (stream_id, events, expected, query_items, after))]
+    fn append_with(
+        &self,
+        py: Python<'_>,
+        stream_id: Option<String>,
+        events: &Bound<'_, PyAny>,
+        expected: &Bound<'_, PyAny>,
+        query_items: QueryItems,
+        after: u64,
+    ) -> PyResult<AppendTuple> {
+        let expected = expected_version(expected)?;
+        let events = new_events(events)?;
+        let condition = AppendCondition::new(
+            query(query_items, "condition.query").map_err(|f| f.into_py_err(py))?,
+            after,
+        );
+        let stream_id = stream_id.unwrap_or_else(|| DEFAULT_STREAM.to_owned());
+        self.detached(py, |this| {
+            let result = this
+                .store()?
+                .append_to_with(&stream_id, expected, events, condition)?;
+            Ok(append_tuple(&result))
+        })
+    }
+
+    /// `append_multi` with a condition (DCB).
+    fn append_multi_with(
+        &self,
+        py: Python<'_>,
+        parts: &Bound<'_, PyAny>,
+        query_items: QueryItems,
+        after: u64,
+    ) -> PyResult<Vec<AppendTuple>> {
+        let appends = stream_appends(py, parts)?;
+        let condition = AppendCondition::new(
+            query(query_items, "condition.query").map_err(|f| f.into_py_err(py))?,
+            after,
+        );
+        self.detached(py, |this| {
+            let results = this.store()?.append_multi_with(appends, condition)?;
+            Ok(results.iter().map(append_tuple).collect())
+        })
+    }
+
+    /// A cursor over the events after `after` matching the query.
+    fn read_query(
+        &self,
+        py: Python<'_>,
+        query_items: QueryItems,
+        after: u64,
+        limit: u64,
+    ) -> PyResult<Cursor> {
+        let query = query(query_items, "query").map_err(|f| f.into_py_err(py))?;
+        self.cursor(py, Source::Query { query, after }, limit)
+    }
+
+    /// The events after `after` matching the query and the log's last position, as of one
+    /// snapshot.
+    fn read_query_with_head<'py>(
+        &self,
+        py: Python<'py>,
+        query_items: QueryItems,
+        after: u64,
+    ) -> PyResult<(Bound<'py, pyo3::types::PyList>, u64)> {
+        let query = query(query_items, "query").map_err(|f| f.into_py_err(py))?;
+        let (events, head) = self.detached(py, |this| {
+            Ok(this.store()?.read_query_with_head(&query, after)?)
+        })?;
+        let list = crate::event::EventBuilder::default().list(py, &events)?;
+        Ok((list, head))
+    }
     #[pyo3(signature = (stream_id, from_version, backwards, limit))]
     fn read_stream(
         &self,
@@ -346,7 +407,7 @@ impl NativeStore {
         self.detached(py, |this| Ok(this.store()?.last_position()?))
     }
 
-    #[pyo3(signature = (from_position, stream_id, stream_prefix, event_types))]
+    #[pyo3(signature = (from_position, stream_id, stream_prefix, event_types, query_items=None))]
     fn subscribe(
         &self,
         py: Python<'_>,
@@ -354,7 +415,13 @@ impl NativeStore {
         stream_id: Option<String>,
         stream_prefix: Option<String>,
         event_types: Vec<String>,
+        query_items: QueryItems,
     ) -> PyResult<NativeSubscription> {
+        // Checked first: `None` is no query filter (every event).
+        let query_filter = match query_items {
+            None => None,
+            Some(items) => Some(query(Some(items), "query").map_err(|f| f.into_py_err(py))?),
+        };
         let mut filter = match (stream_id, stream_prefix) {
             (Some(_), Some(_)) => {
                 return Err(
@@ -368,6 +435,7 @@ impl NativeStore {
         if !event_types.is_empty() {
             filter = filter.with_event_types(&event_types);
         }
+        filter.query = query_filter;
         let subscription = self.detached(py, |this| {
             Ok(this.store()?.subscribe(from_position, filter)?)
         })?;
@@ -446,4 +514,25 @@ impl NativeStore {
     fn metrics_text(&self, py: Python<'_>) -> PyResult<String> {
         self.detached(py, |this| Ok(this.store()?.metrics_text()?))
     }
+}
+
+/// `(stream_id, events, expected)` tuples as core appends.
+fn stream_appends(py: Python<'_>, parts: &Bound<'_, PyAny>) -> PyResult<Vec<StreamAppend>> {
+    let mut appends = Vec::new();
+    for (index, part) in parts.try_iter()?.enumerate() {
+        let part = part?;
+        let (stream_id, events, expected): (String, Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            part.extract().map_err(|_| {
+                Fail::invalid(format!(
+                    "parts[{index}] must be a (stream_id, events, expected) tuple"
+                ))
+                .into_py_err(py)
+            })?;
+        appends.push(StreamAppend::new(
+            stream_id,
+            expected_version(&expected)?,
+            new_events(&events)?,
+        ));
+    }
+    Ok(appends)
 }

@@ -453,11 +453,11 @@ def test_metrics_text(store):
 
 
 def test_every_failure_has_its_own_exception_class():
-    for code in range(2, 16):
+    for code in range(2, 17):
         assert strata._ERRORS[code].code == code
         assert strata._ERRORS[code]("m").status.startswith("STRATA_")
         assert issubclass(strata._ERRORS[code], strata.StrataError)
-    assert len(set(strata._ERRORS.values())) == 14
+    assert len(set(strata._ERRORS.values())) == 15
     assert strata.ConflictError("m", 4).actual_version == 4
 
 

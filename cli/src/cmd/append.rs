@@ -1,9 +1,10 @@
-//! `strata append`: one event, its data given as JSON.
+//! `strata append`: one event, its data given as JSON; optionally with tags and a DCB
+//! condition (`--fail-if-match QUERY --after P`).
 
 use std::path::Path;
 
 use serde_json::json;
-use strata::{ExpectedVersion, Uuid};
+use strata::{AppendCondition, AppendError, ExpectedVersion, Query, Uuid};
 
 use crate::cmd::open_existing;
 use crate::error::{CliError, CliResult};
@@ -22,16 +23,38 @@ pub fn parse_expected(text: &str) -> Result<ExpectedVersion, String> {
     }
 }
 
+/// What `strata append` was asked to do.
+pub struct AppendArgs<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// The event type.
+    pub event_type: &'a str,
+    /// The data, as JSON text.
+    pub data: &'a str,
+    /// The metadata, as JSON text.
+    pub metadata: Option<&'a str>,
+    /// The stream's expected version.
+    pub expected: ExpectedVersion,
+    /// The event id, if given.
+    pub event_id: Option<Uuid>,
+    /// The event's tags.
+    pub tags: Vec<String>,
+    /// `--fail-if-match` and `--after`: the append's condition.
+    pub condition: Option<(Query, u64)>,
+}
+
 /// `strata append`.
-pub fn run(
-    db: &Path,
-    stream: &str,
-    event_type: &str,
-    data: &str,
-    metadata: Option<&str>,
-    expected: ExpectedVersion,
-    event_id: Option<Uuid>,
-) -> CliResult {
+pub fn run(db: &Path, args: AppendArgs<'_>) -> CliResult {
+    let AppendArgs {
+        stream,
+        event_type,
+        data,
+        metadata,
+        expected,
+        event_id,
+        tags,
+        condition,
+    } = args;
     let parse = |what: &str, text: &str| {
         serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| CliError::user(format!("{what} is not valid JSON: {e}")))
@@ -41,6 +64,7 @@ pub fn run(
         stream: stream.to_owned(),
         version: None,
         event_type: event_type.to_owned(),
+        tags,
         event_id,
         recorded_at: None,
         data: Some(parse("data", data)?),
@@ -49,10 +73,26 @@ pub fn run(
         metadata_hex: None,
     };
     let event = line
-        .to_new_event(|_, _| Uuid::now_v7())
+        .to_new_event(|_, _, _| Uuid::now_v7())
         .map_err(CliError::User)?;
     let store = open_existing(db)?;
-    let result = store.append(stream, expected, vec![event])?;
+    let result = match condition {
+        None => store.append(stream, expected, vec![event])?,
+        Some((query, after)) => store
+            .append_to_with(
+                stream,
+                expected,
+                vec![event],
+                AppendCondition::new(query, after),
+            )
+            .map_err(|error| match error {
+                AppendError::ConditionFailed { position, after } => CliError::user(format!(
+                    "conflict: append condition failed: the event at position {position} matches \
+                     --fail-if-match and comes after position {after} (--after); nothing was written"
+                )),
+                other => other.into(),
+            })?,
+    };
     println!(
         "{}",
         json!({

@@ -65,8 +65,8 @@ impl LineParser {
         }
         let line: EventLine = serde_json::from_slice(line).map_err(|e| e.to_string())?;
         let rank = self.ranks.get(&line.stream).copied().unwrap_or(0) + 1;
-        let event = line.to_new_event(|data, metadata| {
-            derived_id(&line.stream, rank, &line.event_type, data, metadata)
+        let event = line.to_new_event(|data, metadata, tags| {
+            derived_id(&line.stream, rank, &line.event_type, data, metadata, tags)
         })?;
         self.ranks.insert(line.stream.clone(), rank);
         Ok(Some(ImportLine {
@@ -324,7 +324,7 @@ mod tests {
         assert_ne!(first[0], first[1], "another stream, another id");
         assert_eq!(
             first[0],
-            derived_id("a", 1, "t", &rmp_serde::to_vec(&1).unwrap(), b"")
+            derived_id("a", 1, "t", &rmp_serde::to_vec(&1).unwrap(), b"", &[])
         );
     }
 
@@ -348,7 +348,7 @@ mod tests {
         let first_good = event(&parsed[3]).event.event_id.unwrap();
         assert_eq!(
             first_good,
-            derived_id("a", 1, "t", &rmp_serde::to_vec(&1).unwrap(), b"")
+            derived_id("a", 1, "t", &rmp_serde::to_vec(&1).unwrap(), b"", &[])
         );
     }
 

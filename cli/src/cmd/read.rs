@@ -1,8 +1,9 @@
-//! `strata read`: one stream, the whole log or some event types, as JSON Lines or a table.
+//! `strata read`: one stream, the whole log, some event types, or the events matching a DCB
+//! query (`--query`, or `--type`/`--tag` as a one-item query), as JSON Lines or a table.
 
 use std::path::Path;
 
-use strata::{Direction, Event, ReadError, Store};
+use strata::{Direction, Event, Query, ReadError, Store};
 
 use crate::cmd::{archived_hint, open_existing};
 use crate::error::CliResult;
@@ -23,6 +24,8 @@ pub enum Selection {
     All,
     /// Events of these types.
     Types(Vec<String>),
+    /// Events matching a query, in position order.
+    Query(Query),
 }
 
 /// Output format of `read`.
@@ -77,6 +80,10 @@ pub fn read_from_store(
                     .filter(move |e| e.as_ref().map_or(true, |e| e.position >= from)),
             )
         }
+        // `--from` is the first position: the query reads after the one before it.
+        Selection::Query(query) => {
+            Box::new(store.iter_query(&query, from.unwrap_or(1).saturating_sub(1)))
+        }
     };
     let events =
         events.take(limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)));
@@ -97,6 +104,7 @@ pub fn read_from_store(
                 "stream",
                 "version",
                 "type",
+                "tags",
                 "recorded at",
                 "data",
             ]);
@@ -116,6 +124,7 @@ pub fn read_from_store(
                     event.stream_id.to_string(),
                     event.version.to_string(),
                     event.event_type.to_string(),
+                    tags_cell(&event),
                     term::time(event.recorded_at),
                     data,
                 ]);
@@ -125,6 +134,15 @@ pub fn read_from_store(
             out.finish()
         }
     }
+}
+
+/// An event's tags for the table formats: a JSON array (unambiguous whatever the tags hold),
+/// empty when there are none.
+pub fn tags_cell(event: &Event) -> String {
+    if event.tags.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(&event.tags[..]).expect("strings always serialise")
 }
 
 /// A stream read from a given version, page by page.

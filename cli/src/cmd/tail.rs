@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cmd::open_existing;
-use crate::cmd::read::{read_from_store, Format, Selection};
+use crate::cmd::read::{read_from_store, tags_cell, Format, Selection};
 use crate::error::CliResult;
 use crate::jsonl::EventLine;
 use crate::out::Out;
@@ -33,12 +33,13 @@ pub fn run(db: &Path, count: u64, follow: bool, format: Format) -> CliResult {
                 let line = match format {
                     Format::Jsonl => EventLine::from_event(&event).to_json(),
                     Format::Table => format!(
-                        "{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}",
                         event.position,
                         event.stream_id,
                         event.version,
                         event.event_type,
-                        term::time(event.recorded_at)
+                        term::time(event.recorded_at),
+                        tags_cell(&event)
                     ),
                 };
                 if !out.line(&line)? {

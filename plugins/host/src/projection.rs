@@ -4,12 +4,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use strata::{Event, Projection, ProjectionError, ProjectionInfo, ProjectionState, StateError};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::strata::projection::{log, state, types};
-use crate::bindings::{Projection as Bindings, ProjectionPre};
+use crate::bindings::current::strata::projection::{log, state, types};
+use crate::bindings::v0_1::strata::projection as v0_1;
+use crate::bindings::{self, Contract, ContractPre};
 use crate::engine::{LoadReport, PluginEngine};
 use crate::output::{warn_dropped, Kind, OutputBudget, PluginOutput};
 use crate::sandbox::{self, CallBudget, SandboxData, SeededRandom, Stream, VirtualTime};
@@ -103,7 +104,7 @@ impl Default for PluginLimits {
 /// ([`PluginLimits::max_host_result_bytes`], [`PluginLimits::max_query_response_bytes`]).
 pub struct WasmProjection {
     engine: PluginEngine,
-    pre: ProjectionPre<HostData>,
+    pre: ContractPre<HostData>,
     live: Option<Live>,
     limits: PluginLimits,
     info: ProjectionInfo,
@@ -125,7 +126,7 @@ impl std::fmt::Debug for WasmProjection {
 /// A running instance and its store.
 struct Live {
     store: Store<HostData>,
-    bindings: Bindings,
+    bindings: Contract,
     stderr: PluginOutput,
     /// `wasi:random/random`, reseeded before each call.
     secure_random: SeededRandom,
@@ -391,6 +392,52 @@ impl log::Host for HostData {
 
 impl types::Host for HostData {}
 
+// Components built against 0.1.0 import the same functions under that version's names.
+impl v0_1::state::Host for HostData {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
+        state::Host::get(self, key)
+    }
+
+    fn get_many(
+        &mut self,
+        keys: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Result<Vec<Option<Vec<u8>>>, String>> {
+        state::Host::get_many(self, keys)
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        state::Host::put(self, key, value)
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        state::Host::delete(self, key)
+    }
+
+    fn scan_prefix(
+        &mut self,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<StateEntry>, String>> {
+        state::Host::scan_prefix(self, prefix, after, limit)
+    }
+}
+
+impl v0_1::log::Host for HostData {
+    fn log(&mut self, level: v0_1::log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            v0_1::log::Level::Trace => log::Level::Trace,
+            v0_1::log::Level::Debug => log::Level::Debug,
+            v0_1::log::Level::Info => log::Level::Info,
+            v0_1::log::Level::Warn => log::Level::Warn,
+            v0_1::log::Level::Error => log::Level::Error,
+        };
+        log::Host::log(self, level, message)
+    }
+}
+
+impl v0_1::types::Host for HostData {}
+
 impl WasmProjection {
     /// Compiles (or loads from the engine's cache) `wasm`, a component of the
     /// `strata:projection/projection` world, instantiates it and validates its `describe`.
@@ -410,14 +457,14 @@ impl WasmProjection {
             .map_err(|e| ProjectionError::Load(format!("linking WASI: {e:#}")))?;
         sandbox::shadow_sleeps(&mut linker)
             .map_err(|e| ProjectionError::Load(format!("linking the WASI clocks: {e:#}")))?;
-        Bindings::add_to_linker::<HostData, HasSelf<HostData>>(&mut linker, |data| data)
+        bindings::add_to_linker(&mut linker)
             .map_err(|e| ProjectionError::Load(format!("linking the host imports: {e:#}")))?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
             ProjectionError::Load(format!(
                 "the component does not fit the strata:projection world: {e:#}"
             ))
         })?;
-        let pre = ProjectionPre::new(instance_pre).map_err(|e| {
+        let pre = ContractPre::new(instance_pre).map_err(|e| {
             ProjectionError::Load(format!(
                 "the component does not export the strata:projection world: {e:#}"
             ))
@@ -439,7 +486,7 @@ impl WasmProjection {
         let mut scratch = ProjectionState::default();
         let budget = limits.describe_budget;
         let info = projection.call(&mut scratch, budget, 0, |store, bindings| {
-            bindings.call_describe(store)
+            bindings.describe(store)
         })?;
         let info = validate_info(info)?;
         let _ = projection.name.set(info.name.clone());
@@ -484,6 +531,12 @@ impl WasmProjection {
     /// The limits in force.
     pub fn limits(&self) -> PluginLimits {
         self.limits
+    }
+
+    /// The version of the `strata:projection` contract the component was built against
+    /// (`"0.2.0"`, or `"0.1.0"` for components whose events carry no tags).
+    pub fn contract_version(&self) -> &'static str {
+        self.pre.version()
     }
 
     /// Whether an instance is currently alive (false after a fault, until the next call).
@@ -563,7 +616,7 @@ impl WasmProjection {
         state: &mut ProjectionState,
         budget: Duration,
         position: u64,
-        f: impl FnOnce(&mut Store<HostData>, &Bindings) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<HostData>, &Contract) -> wasmtime::Result<R>,
     ) -> Result<R, ProjectionError> {
         let mut live = match self.live.take() {
             Some(live) => live,
@@ -717,19 +770,6 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..cut]
 }
 
-fn to_wit(event: &Event) -> types::Event {
-    types::Event {
-        position: event.position,
-        stream_id: event.stream_id.to_string(),
-        version: event.version,
-        event_type: event.event_type.to_string(),
-        event_id: event.event_id.as_u64_pair(),
-        recorded_at: event.recorded_at,
-        data: event.data.to_vec(),
-        metadata: event.metadata.to_vec(),
-    }
-}
-
 impl Projection for WasmProjection {
     /// The description read and validated at load time (`describe` must be a pure function,
     /// so it is not called again).
@@ -745,10 +785,9 @@ impl Projection for WasmProjection {
         state: &mut ProjectionState,
     ) -> Result<(), ProjectionError> {
         let position = events.first().map_or(0, |e| e.position);
-        let events: Vec<types::Event> = events.iter().map(to_wit).collect();
         let budget = self.limits.apply_budget;
         self.call(state, budget, position, |store, bindings| {
-            bindings.call_apply(store, &events)
+            bindings.apply(store, events)
         })?
         .map_err(|message| ProjectionError::Failed(plugin_message(message)))
     }
@@ -765,7 +804,7 @@ impl Projection for WasmProjection {
         // what callers go on to convert (the CLI's JSON, the query cache).
         let response = self
             .call(state, budget, 0, |store, bindings| {
-                bindings.call_query(store, request)
+                bindings.query(store, request)
             })?
             .map_err(|message| ProjectionError::Failed(plugin_message(message)))?;
         if response.len() > cap {
@@ -839,9 +878,9 @@ mod tests {
             recorded_at: -5,
             data: strata::Bytes::from_static(b"d"),
             metadata: strata::Bytes::from_static(b"m"),
-            tags: Default::default(),
+            tags: Arc::from(vec!["course:c1".to_owned(), "student:s1".to_owned()]),
         };
-        let wit = to_wit(&event);
+        let wit = bindings::to_current(&event);
         assert_eq!(wit.event_id, (0x0123456789abcdef, 0xfedcba9876543210));
         assert_eq!((wit.position, wit.version, wit.recorded_at), (7, 2, -5));
         assert_eq!(wit.stream_id, "order-1");
@@ -850,5 +889,6 @@ mod tests {
             (wit.data.as_slice(), wit.metadata.as_slice()),
             (&b"d"[..], &b"m"[..])
         );
+        assert_eq!(wit.tags, ["course:c1", "student:s1"]);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use strata::{MemoryState, Projection, ProjectionInfo};
-use strata_wasm::PluginLimits;
+use strata_wasm::{PluginLimits, WasmProjection};
 
 use common::{apply, apply_in_batches, encode, load, query, Log};
 
@@ -368,4 +368,52 @@ fn state_survives_a_new_instance() {
     let response = query(&mut second, &committed, &[]).unwrap();
     let counts: BTreeMap<String, u64> = rmp_serde::from_slice(&response).unwrap();
     assert_eq!(counts, BTreeMap::from([("order_created".to_string(), 3)]));
+}
+
+/// A log whose events carry tags: `course:c<i % 2>` on every event, `vip` on every third.
+fn tagged_log() -> Log {
+    let mut log = Log::default();
+    for i in 0..9u64 {
+        log.raw(if i % 2 == 0 { "enrolled" } else { "left" });
+        let mut tags = vec![format!("course:c{}", i % 2)];
+        if i % 3 == 0 {
+            tags.push("vip".to_owned());
+        }
+        log.events.last_mut().unwrap().tags = Arc::from(tags);
+    }
+    log
+}
+
+#[test]
+fn plugins_of_the_current_contract_see_each_events_tags() {
+    let mut projection = load("event-counter", PluginLimits::default());
+    assert_eq!(projection.contract_version(), "0.2.0");
+    let committed = Arc::new(MemoryState::new());
+    apply_in_batches(&mut projection, &committed, &tagged_log().events, 4);
+    let response = query(&mut projection, &committed, &encode(&"tags")).unwrap();
+    let counts: BTreeMap<String, u64> = rmp_serde::from_slice(&response).unwrap();
+    let expected = BTreeMap::from([
+        ("course:c0".to_owned(), 5),
+        ("course:c1".to_owned(), 4),
+        ("vip".to_owned(), 3),
+    ]);
+    assert_eq!(counts, expected);
+}
+
+#[test]
+fn plugins_built_against_contract_0_1_0_keep_loading_and_folding() {
+    // `counter-v0-1` is built with wit-bindgen against `wit/0.1.0/strata.wit`: its `event`
+    // record has no tags, and it imports `state` and `log` under 0.1.0's names.
+    let mut projection = load("counter-v0-1", PluginLimits::default());
+    assert_eq!(projection.contract_version(), "0.1.0");
+    assert_eq!(projection.describe().unwrap().name, "counter-v0-1");
+    let committed = Arc::new(MemoryState::new());
+    apply_in_batches(&mut projection, &committed, &tagged_log().events, 4);
+    let count = |projection: &mut WasmProjection, event_type: &str| {
+        let answer = query(projection, &committed, event_type.as_bytes()).unwrap();
+        u64::from_le_bytes(answer.try_into().unwrap())
+    };
+    assert_eq!(count(&mut projection, "enrolled"), 5);
+    assert_eq!(count(&mut projection, "left"), 4);
+    assert_eq!(count(&mut projection, "other"), 0);
 }

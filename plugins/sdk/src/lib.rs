@@ -166,6 +166,9 @@ pub struct Event {
     pub data: Vec<u8>,
     /// The metadata (may be empty).
     pub metadata: Vec<u8>,
+    /// The event's tags (Dynamic Consistency Boundaries), such as `course:c1`: sorted, without
+    /// repeats; empty for an event appended without tags.
+    pub tags: Vec<String>,
 }
 
 impl Event {
@@ -183,6 +186,11 @@ impl Event {
     pub fn decode_metadata<T: DeserializeOwned>(&self) -> Result<T, Error> {
         decode(&self.metadata)
             .map_err(|e| e.context(format!("metadata of event at position {}", self.position)))
+    }
+
+    /// Whether the event carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.binary_search_by(|t| t.as_str().cmp(tag)).is_ok()
     }
 
     /// The event id in the usual UUID text form.
@@ -215,6 +223,7 @@ impl From<wit_types::Event> for Event {
             recorded_at: event.recorded_at,
             data: event.data,
             metadata: event.metadata,
+            tags: event.tags,
         }
     }
 }
@@ -468,6 +477,7 @@ mod tests {
             recorded_at: 42,
             data: encode(&std::collections::BTreeMap::from([("amount_cents", 250)])).unwrap(),
             metadata: Vec::new(),
+            tags: vec!["course:c1".into(), "student:s1".into()],
         }
     }
 
@@ -496,6 +506,15 @@ mod tests {
         );
         assert_eq!(event.event_id[0], 0x01);
         assert_eq!(event.event_id[15], 0x10);
+    }
+
+    #[test]
+    fn tags_cross_unchanged_and_are_looked_up_by_value() {
+        let event = Event::from(wit_event());
+        assert_eq!(event.tags, ["course:c1", "student:s1"]);
+        assert!(event.has_tag("student:s1"));
+        assert!(!event.has_tag("student:s2"));
+        assert!(!event.has_tag("course"));
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub fn all_events(store: &Store) -> Vec<Event> {
 }
 
 /// Asserts that every stream of `source` is in `central` under `prefix`, with the same events
-/// (ids, versions, types, data, metadata) in the same order, and that `central` holds nothing
+/// (ids, versions, types, data, metadata, tags) in the same order, and that `central` holds nothing
 /// else under `prefix`.
 pub fn assert_replicated(source: &Store, central: &Store, prefix: &str) {
     let source_events = all_events(source);
@@ -184,8 +184,22 @@ pub fn assert_replicated(source: &Store, central: &Store, prefix: &str) {
         assert_eq!(actual.len(), expected.len(), "stream {target:?}");
         for (a, e) in actual.iter().zip(&expected) {
             assert_eq!(
-                (a.event_id, a.version, &a.event_type, &a.data, &a.metadata),
-                (e.event_id, e.version, &e.event_type, &e.data, &e.metadata),
+                (
+                    a.event_id,
+                    a.version,
+                    &a.event_type,
+                    &a.data,
+                    &a.metadata,
+                    &a.tags
+                ),
+                (
+                    e.event_id,
+                    e.version,
+                    &e.event_type,
+                    &e.data,
+                    &e.metadata,
+                    &e.tags
+                ),
                 "stream {target:?}"
             );
         }

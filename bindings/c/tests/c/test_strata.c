@@ -580,6 +580,273 @@ static void test_subscription(void) {
     EXPECT(strata_store_free(store), STRATA_OK);
 }
 
+/* Whether the view `tag` holds exactly `text`. */
+static int tag_is(strata_tag tag, const char *text) {
+    return tag.len == strlen(text) && memcmp(tag.tag, text, tag.len) == 0;
+}
+
+static size_t count_query(strata_store *store, const strata_query *query, uint64_t after,
+                          uint64_t *last_position) {
+    strata_cursor *cursor = NULL;
+    strata_event ev;
+    size_t n = 0;
+    *last_position = 0;
+    EXPECT(strata_read_query(store, query, after, 0, &cursor), STRATA_OK);
+    strata_status status;
+    while ((status = strata_cursor_next(cursor, &ev)) == STRATA_OK) {
+        n++;
+        *last_position = ev.position;
+    }
+    EXPECT(status, STRATA_DONE);
+    EXPECT(strata_cursor_free(cursor), STRATA_OK);
+    return n;
+}
+
+/* Tags, queries and conditional appends (DCB). */
+static void test_dcb(void) {
+    strata_store *store = open_memory();
+    strata_cursor *cursor = NULL;
+    strata_event ev;
+    strata_append_result result;
+    uint64_t last = 0;
+
+    /* A tagged append to the default stream, read back with its tags (sorted, no repeats). */
+    const char *course_tags[] = {"course:c1"};
+    strata_query_item course_item = {.tags = course_tags, .n_tags = 1};
+    strata_query course = {.items = &course_item, .n_items = 1};
+    strata_append_condition fresh = {.fail_if_events_match = &course, .after = 0};
+    strata_new_event defined = event_of("course_defined", "2");
+    defined.tags = course_tags;
+    defined.n_tags = 1;
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &defined, 1, &fresh, &result),
+           STRATA_OK);
+    CHECK(result.first_position == 1 && result.last_version == 1);
+
+    const char *ann_tags[] = {"student:ann", "course:c1", "student:ann"};
+    strata_new_event ann = event_of("student_subscribed", NULL);
+    ann.tags = ann_tags;
+    ann.n_tags = 3;
+    strata_new_event untagged = event_of("noise", "n");
+    EXPECT(strata_append(store, "elsewhere", STRATA_EXPECT_ANY, 0, &untagged, 1, NULL),
+           STRATA_OK);
+    strata_append_condition since_head = {.fail_if_events_match = &course, .after = 1};
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &ann, 1, &since_head, &result),
+           STRATA_OK);
+    CHECK(result.first_position == 3 && result.last_version == 2);
+
+    EXPECT(strata_read_stream(store, "$dcb", 0, STRATA_FORWARDS, 0, &cursor), STRATA_OK);
+    EXPECT(strata_cursor_next(cursor, &ev), STRATA_OK);
+    CHECK(ev.position == 1 && ev.n_tags == 1 && tag_is(ev.tags[0], "course:c1"));
+    EXPECT(strata_cursor_next(cursor, &ev), STRATA_OK);
+    CHECK(ev.position == 3 && ev.n_tags == 2);
+    if (ev.n_tags == 2) CHECK(tag_is(ev.tags[0], "course:c1") && tag_is(ev.tags[1], "student:ann"));
+    EXPECT(strata_cursor_next(cursor, &ev), STRATA_DONE);
+    CHECK(ev.tags == NULL && ev.n_tags == 0);
+    EXPECT(strata_cursor_free(cursor), STRATA_OK);
+    /* An untagged event has no tags. */
+    EXPECT(strata_read_all(store, 2, 1, &cursor), STRATA_OK);
+    EXPECT(strata_cursor_next(cursor, &ev), STRATA_OK);
+    CHECK(ev.position == 2 && ev.tags == NULL && ev.n_tags == 0);
+    EXPECT(strata_cursor_free(cursor), STRATA_OK);
+
+    /* read_query: items OR'ed, an item's types OR'ed and its tags AND'ed; NULL: every event. */
+    CHECK(count_query(store, &course, 0, &last) == 2 && last == 3);
+    CHECK(count_query(store, &course, 1, &last) == 1 && last == 3);
+    CHECK(count_query(store, &course, 3, &last) == 0);
+    CHECK(count_query(store, NULL, 0, &last) == 3 && last == 3);
+    const char *both_tags[] = {"course:c1", "student:ann"};
+    const char *sub_types[] = {"student_subscribed", "other_type"};
+    const char *noise_types[] = {"noise"};
+    strata_query_item items[2] = {
+        {.types = sub_types, .n_types = 2, .tags = both_tags, .n_tags = 2},
+        {.types = noise_types, .n_types = 1},
+    };
+    strata_query either = {.items = items, .n_items = 2};
+    CHECK(count_query(store, &either, 0, &last) == 2 && last == 3);
+    strata_query first_only = {.items = items, .n_items = 1};
+    CHECK(count_query(store, &first_only, 0, &last) == 1 && last == 3);
+    /* Paged with next_batch, tags filled for every event of the batch. */
+    strata_event batch[4];
+    size_t count = 0;
+    EXPECT(strata_read_query(store, &course, 0, 0, &cursor), STRATA_OK);
+    EXPECT(strata_cursor_next_batch(cursor, batch, 4, &count), STRATA_OK);
+    CHECK(count == 2 && batch[0].n_tags == 1 && batch[1].n_tags == 2);
+    if (count == 2) CHECK(tag_is(batch[1].tags[1], "student:ann"));
+    EXPECT(strata_cursor_next_batch(cursor, batch, 4, &count), STRATA_DONE);
+    EXPECT(strata_cursor_free(cursor), STRATA_OK);
+    /* max_count bounds the cursor. */
+    EXPECT(strata_read_query(store, NULL, 0, 1, &cursor), STRATA_OK);
+    EXPECT(strata_cursor_next(cursor, &ev), STRATA_OK);
+    EXPECT(strata_cursor_next(cursor, &ev), STRATA_DONE);
+    EXPECT(strata_cursor_free(cursor), STRATA_OK);
+
+    /* A stale condition fails, names the first conflicting position, writes nothing. */
+    const char *bob_tags[] = {"course:c1", "student:bob"};
+    strata_new_event bob = event_of("student_subscribed", NULL);
+    bob.tags = bob_tags;
+    bob.n_tags = 2;
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &bob, 1, &fresh, &result),
+           STRATA_CONDITION_FAILED);
+    CHECK(strata_last_condition_position() == 1);
+    CHECK(result.first_position == 0 && result.last_position == 0);
+    ERRMSG_HAS("position 1");
+    CHECK(strcmp(strata_status_name(STRATA_CONDITION_FAILED), "STRATA_CONDITION_FAILED") == 0);
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &bob, 1, &since_head, NULL),
+           STRATA_CONDITION_FAILED);
+    CHECK(strata_last_condition_position() == 3);
+    /* NULL query in a condition: every event; none after the head. */
+    strata_append_condition any_after = {.fail_if_events_match = NULL, .after = 2};
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &bob, 1, &any_after, NULL),
+           STRATA_CONDITION_FAILED);
+    CHECK(strata_last_condition_position() == 3);
+    CHECK(count_query(store, NULL, 0, &last) == 3 && last == 3);
+    /* Another failure resets the position to 0. */
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &bob, 1, NULL, NULL),
+           STRATA_INVALID_ARGUMENT);
+    CHECK(strata_last_condition_position() == 0);
+    /* Up to date: it succeeds. */
+    strata_append_condition current = {.fail_if_events_match = &course, .after = 3};
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &bob, 1, &current, &result),
+           STRATA_OK);
+    CHECK(result.first_position == 4);
+
+    /* A named stream with an expected version, and the condition. */
+    strata_append_condition later = {.fail_if_events_match = &course, .after = 4};
+    EXPECT(strata_append_with(store, "course-c1", STRATA_EXPECT_EXACT, 5, &bob, 1, &later, NULL),
+           STRATA_CONFLICT);
+    CHECK(strata_last_actual_version() == 0);
+    EXPECT(strata_append_with(store, "course-c1", STRATA_EXPECT_NO_STREAM, 0, &defined, 1, &later,
+                              &result),
+           STRATA_OK);
+    CHECK(result.first_position == 5 && result.last_version == 1);
+
+    /* append_multi_with: the condition covers every part. */
+    strata_new_event n1 = event_of("noise", "1");
+    strata_stream_append parts[2] = {
+        {.stream_id = "m-1", .expected_kind = STRATA_EXPECT_NO_STREAM, .events = &n1, .n_events = 1},
+        {.stream_id = "m-2", .expected_kind = STRATA_EXPECT_ANY, .events = &ann, .n_events = 1},
+    };
+    strata_append_result results[2];
+    EXPECT(strata_append_multi_with(store, parts, 2, &later, results), STRATA_CONDITION_FAILED);
+    CHECK(strata_last_condition_position() == 5);
+    CHECK(results[0].first_position == 0 && results[1].first_position == 0);
+    strata_append_condition at5 = {.fail_if_events_match = &course, .after = 5};
+    EXPECT(strata_append_multi_with(store, parts, 2, &at5, results), STRATA_OK);
+    CHECK(results[0].first_position == 6 && results[1].first_position == 7);
+    EXPECT(strata_append_multi_with(store, parts, 2, NULL, results), STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_append_multi_with(store, parts, 2, &at5, results), STRATA_CONFLICT);
+    CHECK(strata_last_conflict_part() == 0);
+    CHECK(count_query(store, NULL, 0, &last) == 7 && last == 7);
+
+    /* Bad input: a clear status and message, nothing written. */
+    strata_new_event bad = event_of("t", NULL);
+    bad.n_tags = 1; /* NULL with n_tags > 0 */
+    strata_append_condition none_after = {.fail_if_events_match = NULL, .after = 7};
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &bad, 1, &none_after, NULL),
+           STRATA_INVALID_ARGUMENT);
+    ERRMSG_HAS("events[0].tags is NULL");
+    EXPECT(strata_append(store, "s", STRATA_EXPECT_ANY, 0, &bad, 1, NULL), STRATA_INVALID_ARGUMENT);
+    const char *bad_utf8_tags[] = {BAD_UTF8};
+    bad.tags = bad_utf8_tags;
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &bad, 1, &none_after, NULL),
+           STRATA_INVALID_ARGUMENT);
+    ERRMSG_HAS("not valid UTF-8");
+    const char *empty_tags[] = {""};
+    bad.tags = empty_tags;
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &bad, 1, &none_after, NULL),
+           STRATA_INVALID_ARGUMENT);
+    ERRMSG_HAS("tag");
+    const char *null_tags[] = {NULL};
+    bad.tags = null_tags;
+    EXPECT(strata_append(store, "s", STRATA_EXPECT_ANY, 0, &bad, 1, NULL), STRATA_INVALID_ARGUMENT);
+    ERRMSG_HAS("events[0].tags[0] is NULL");
+    char long_tag[300];
+    memset(long_tag, 'x', 256);
+    long_tag[256] = 0;
+    const char *long_tags[] = {long_tag};
+    bad.tags = long_tags;
+    EXPECT(strata_append(store, "s", STRATA_EXPECT_ANY, 0, &bad, 1, NULL), STRATA_INVALID_ARGUMENT);
+    ERRMSG_HAS("256 bytes");
+    long_tag[255] = 0; /* 255 bytes: allowed */
+    EXPECT(strata_append(store, "s", STRATA_EXPECT_ANY, 0, &bad, 1, &result), STRATA_OK);
+    CHECK(result.first_position == 8);
+    char names[65][8];
+    const char *many[65];
+    for (int i = 0; i < 65; i++) {
+        snprintf(names[i], sizeof names[i], "t%d", i);
+        many[i] = names[i];
+    }
+    bad.tags = many;
+    bad.n_tags = 65;
+    EXPECT(strata_append(store, "s", STRATA_EXPECT_ANY, 0, &bad, 1, NULL), STRATA_INVALID_ARGUMENT);
+    ERRMSG_HAS("65 distinct tags");
+    bad.n_tags = 64;
+    EXPECT(strata_append(store, "s", STRATA_EXPECT_ANY, 0, &bad, 1, &result), STRATA_OK);
+    CHECK(result.first_position == 9);
+    uint64_t head = 9;
+
+    /* Bad queries and conditions. */
+    strata_query_item empty_item;
+    memset(&empty_item, 0, sizeof empty_item);
+    strata_query with_empty = {.items = &empty_item, .n_items = 1};
+    strata_query no_items = {.items = NULL, .n_items = 0};
+    strata_query null_items = {.items = NULL, .n_items = 2};
+    const char *bad_types[] = {BAD_UTF8};
+    strata_query_item bad_type_item = {.types = bad_types, .n_types = 1};
+    strata_query bad_type = {.items = &bad_type_item, .n_items = 1};
+    strata_query_item null_tags_item = {.tags = NULL, .n_tags = 1};
+    strata_query null_tag_query = {.items = &null_tags_item, .n_items = 1};
+    const strata_query *bad_queries[] = {&with_empty, &no_items, &null_items, &bad_type,
+                                         &null_tag_query};
+    const char *bad_query_messages[] = {"query item 0 has neither", "at least one item; pass a NULL strata_query *",
+                                        "items is NULL", "not valid UTF-8", "tags is NULL"};
+    for (size_t i = 0; i < sizeof bad_queries / sizeof bad_queries[0]; i++) {
+        cursor = (strata_cursor *)0x1;
+        EXPECT(strata_read_query(store, bad_queries[i], 0, 0, &cursor), STRATA_INVALID_ARGUMENT);
+        ERRMSG_HAS(bad_query_messages[i]);
+        CHECK(cursor == NULL);
+        strata_append_condition bad_condition = {.fail_if_events_match = bad_queries[i],
+                                                 .after = head};
+        EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, &n1, 1, &bad_condition, NULL),
+               STRATA_INVALID_ARGUMENT);
+        ERRMSG_HAS("condition.fail_if_events_match");
+        strata_subscription *sub = (strata_subscription *)0x1;
+        EXPECT(strata_subscribe_query(store, 0, bad_queries[i], &sub), STRATA_INVALID_ARGUMENT);
+        CHECK(sub == NULL);
+    }
+    EXPECT(strata_read_query(store, &course, 0, 0, NULL), STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_read_query(NULL, &course, 0, 0, &cursor), STRATA_MISUSE);
+    EXPECT(strata_append_with(NULL, NULL, STRATA_EXPECT_ANY, 0, &n1, 1, &fresh, NULL), STRATA_MISUSE);
+    EXPECT(strata_append_with(store, BAD_UTF8, STRATA_EXPECT_ANY, 0, &n1, 1, &none_after, NULL),
+           STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_append_with(store, NULL, 99, 0, &n1, 1, &none_after, NULL), STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_append_with(store, NULL, STRATA_EXPECT_ANY, 0, NULL, 0, &none_after, NULL),
+           STRATA_INVALID_ARGUMENT);
+    CHECK(count_query(store, NULL, 0, &last) == head && last == head);
+
+    /* A subscription by query: history, then live events, with their tags. */
+    strata_subscription *sub = NULL;
+    EXPECT(strata_subscribe_query(store, 0, &either, &sub), STRATA_OK);
+    EXPECT(strata_subscription_next(sub, 0, &ev), STRATA_OK);
+    CHECK(ev.position == 2 && ev.n_tags == 0 && ev.tags == NULL);
+    EXPECT(strata_subscription_next(sub, 0, &ev), STRATA_OK);
+    CHECK(ev.position == 3 && ev.n_tags == 2);
+    EXPECT(strata_subscription_next(sub, 0, &ev), STRATA_OK); /* m-1's noise */
+    CHECK(ev.position == 6);
+    EXPECT(strata_subscription_next(sub, 0, &ev), STRATA_OK); /* m-2: ann again */
+    CHECK(ev.position == 7 && ev.n_tags == 2);
+    EXPECT(strata_subscription_next(sub, 0, &ev), STRATA_TIMEOUT);
+    EXPECT(strata_append(store, "late", STRATA_EXPECT_ANY, 0, &ann, 1, NULL), STRATA_OK);
+    EXPECT(strata_subscription_next(sub, 1000, &ev), STRATA_OK);
+    CHECK(ev.position == head + 1 && ev.n_tags == 2);
+    if (ev.n_tags == 2) CHECK(tag_is(ev.tags[1], "student:ann"));
+    EXPECT(strata_subscription_free(sub), STRATA_OK);
+    EXPECT(strata_subscribe_query(store, 0, &course, NULL), STRATA_INVALID_ARGUMENT);
+    EXPECT(strata_subscribe_query(NULL, 0, &course, &sub), STRATA_MISUSE);
+
+    EXPECT(strata_store_free(store), STRATA_OK);
+}
+
 static void test_metrics(void) {
     strata_store *store = open_memory();
     strata_new_event e = event_of("t", "x");
@@ -692,6 +959,7 @@ int main(int argc, char **argv) {
         test_close();
         test_threads();
         test_subscription();
+        test_dcb();
         test_metrics();
     } else if (strcmp(argv[1], "projections") == 0) {
         test_projections(argv[2]);

@@ -41,6 +41,7 @@ from ._errors import (
     ERRORS as _ERRORS,
     BusyError,
     ClosedError,
+    ConditionFailedError,
     ConflictError,
     CorruptError,
     DuplicateIdError,
@@ -71,6 +72,10 @@ __all__ = [
     "StreamInfo",
     "ProjectionStatus",
     "Subscription",
+    "Query",
+    "QueryItem",
+    "AppendCondition",
+    "DEFAULT_STREAM",
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
@@ -89,6 +94,7 @@ __all__ = [
     "ProjectionFaultError",
     "MisuseError",
     "InternalError",
+    "ConditionFailedError",
 ]
 
 #: Expected versions: no check / the stream must not exist / it must exist. An ``int`` is an
@@ -96,6 +102,9 @@ __all__ = [
 ANY = "any"
 NO_STREAM = "no_stream"
 STREAM_EXISTS = "stream_exists"
+
+#: The stream of conditional appends that name none (:meth:`Store.append_with`).
+DEFAULT_STREAM = "$dcb"
 
 #: The older name of :class:`Event`.
 RecordedEvent = Event
@@ -112,18 +121,161 @@ class NewEvent:
     ``event_id`` (a :class:`uuid.UUID` or 16 bytes) is the idempotency key, generated when
     ``None``."""
 
-    __slots__ = ("event_type", "data", "metadata", "event_id")
+    __slots__ = ("event_type", "data", "metadata", "event_id", "tags")
 
     event_type: str
     data: Any
     metadata: Any
     event_id: Optional[Union[uuid.UUID, bytes]]
+    #: Its tags (DCB): each 1..=255 bytes of UTF-8, at most 64 distinct ones; repeats are
+    #: dropped and the store keeps them sorted.
+    tags: Tuple[str, ...]
 
-    def __init__(self, event_type: str, data: Any = b"", metadata: Any = None, event_id: Optional[Union[uuid.UUID, bytes]] = None) -> None:
+    def __init__(self, event_type: str, data: Any = b"", metadata: Any = None, event_id: Optional[Union[uuid.UUID, bytes]] = None, tags: Iterable[str] = ()) -> None:
         object.__setattr__(self, "event_type", event_type)
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "metadata", metadata)
         object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "tags", _names(tags, "tags"))
+
+
+def _names(values: Union[str, Iterable[str]], what: str) -> Tuple[str, ...]:
+    """A tuple of str from an iterable of str (a bare str is refused: it would be its letters)."""
+    if isinstance(values, str):
+        raise InvalidArgumentError(f"{what} must be an iterable of str, not a str ({values!r}): wrap one in a list")
+    out = tuple(values)
+    for value in out:
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"{what} must hold str values, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class QueryItem:
+    """One item of a :class:`Query`: it matches an event whose type is one of ``types`` (any
+    type when empty) AND which carries every one of ``tags`` (any tags when empty). An item
+    must name at least one type or tag (checked where the query is used)::
+
+        QueryItem(types=["student_subscribed"], tags=["course:c1"])
+    """
+
+    __slots__ = ("types", "tags")
+
+    types: Tuple[str, ...]
+    tags: Tuple[str, ...]
+
+    def __init__(self, types: Iterable[str] = (), tags: Iterable[str] = ()) -> None:
+        object.__setattr__(self, "types", _names(types, "QueryItem types"))
+        object.__setattr__(self, "tags", _names(tags, "QueryItem tags"))
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` matches this item (the test the store's indexes answer)."""
+        return (not self.types or event.event_type in self.types) and all(event.has_tag(tag) for tag in self.tags)
+
+
+class Query:
+    """A DCB query: items combined with OR. ``Query(item, ...)`` (at least one item),
+    ``Query.all()`` (every event), or the shortcuts ``Query.tags("a", "b")`` (one item: events
+    carrying both) and ``Query.types("x", "y")`` (one item: events of either type)::
+
+        Query(QueryItem(types=["course_defined"], tags=["course:c1"]),
+              QueryItem(types=["student_subscribed"], tags=["student:ann"]))
+
+    Immutable; invalid queries (no items, an item with neither types nor tags, a limit broken)
+    raise :class:`InvalidArgumentError` where they are used."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, *items: QueryItem) -> None:
+        for item in items:
+            if not isinstance(item, QueryItem):
+                raise InvalidArgumentError(f"Query takes QueryItem values, got {item!r}")
+        self._items: Optional[Tuple[QueryItem, ...]] = tuple(items)
+
+    @classmethod
+    def all(cls) -> "Query":
+        """The query that matches every event."""
+        query = cls()
+        query._items = None
+        return query
+
+    @classmethod
+    def tags(cls, *tags: str) -> "Query":
+        """One item: the events that carry every one of ``tags``."""
+        return cls(QueryItem(tags=tags))
+
+    @classmethod
+    def types(cls, *event_types: str) -> "Query":
+        """One item: the events of any of ``event_types``."""
+        return cls(QueryItem(types=event_types))
+
+    @property
+    def items(self) -> Optional[Tuple[QueryItem, ...]]:
+        """The items; ``None`` for :meth:`all`."""
+        return self._items
+
+    @property
+    def is_all(self) -> bool:
+        """Whether this is :meth:`all`."""
+        return self._items is None
+
+    def or_(self, item: QueryItem) -> "Query":
+        """This query with one more item (OR); :meth:`all` stays all."""
+        if self._items is None:
+            return self
+        return Query(*self._items, item)
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` matches this query."""
+        return self._items is None or any(item.matches(event) for item in self._items)
+
+    def _native(self) -> Optional[List[Tuple[List[str], List[str]]]]:
+        if self._items is None:
+            return None
+        return [(list(item.types), list(item.tags)) for item in self._items]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Query) and self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        if self._items is None:
+            return "Query.all()"
+        return f"Query({', '.join(repr(item) for item in self._items)})"
+
+
+@dataclass(frozen=True)
+class AppendCondition:
+    """The condition of :meth:`Store.append_with`: fail, writing nothing, if an event matching
+    ``query`` has a position after ``after`` (usually the last position the decision read:
+    the head :meth:`Store.read_query_with_head` returns; 0 counts every event)."""
+
+    __slots__ = ("query", "after")
+
+    query: Query
+    after: int
+
+    def __init__(self, query: Query, after: int = 0) -> None:
+        if not isinstance(query, Query):
+            raise InvalidArgumentError(f"AppendCondition takes a Query, got {query!r}")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidArgumentError(f"after must be a position >= 0, got {after!r}")
+        object.__setattr__(self, "query", query)
+        object.__setattr__(self, "after", after)
+
+
+def _query(query: Query, what: str = "query") -> Optional[List[Tuple[List[str], List[str]]]]:
+    if not isinstance(query, Query):
+        raise InvalidArgumentError(f"{what} must be a strata.Query, got {query!r}")
+    return query._native()
+
+
+def _condition(condition: AppendCondition) -> AppendCondition:
+    if not isinstance(condition, AppendCondition):
+        raise InvalidArgumentError(f"condition must be a strata.AppendCondition, got {condition!r}")
+    return condition
 
 
 #: What :meth:`Store.append` takes for each event.
@@ -342,15 +494,34 @@ class Store:
     def append(self, stream_id: str, events: Iterable[EventLike], expected: Expected = ANY) -> AppendResult:
         """Appends ``events`` to one stream, all or nothing, if its version is ``expected``
         (:data:`ANY`, :data:`NO_STREAM`, :data:`STREAM_EXISTS` or an exact version). Each
-        event is a :class:`NewEvent`, a ``(type, data[, metadata[, id]])`` tuple, or a dict
-        with ``type``, ``data``, ``metadata``, ``id``. Raises :class:`ConflictError` (with
-        ``actual_version``) when the version does not hold."""
+        event is a :class:`NewEvent`, a ``(type, data[, metadata[, id[, tags]]])`` tuple, or a
+        dict with ``type``, ``data``, ``metadata``, ``id``, ``tags``. Raises
+        :class:`ConflictError` (with ``actual_version``) when the version does not hold."""
         return _result(self._native.append(stream_id, events, expected))
+
+    def append_with(self, events: Iterable[EventLike], condition: AppendCondition, stream_id: Optional[str] = None, expected: Expected = ANY) -> AppendResult:
+        """A conditional append (DCB): appends ``events`` (tagged, usually) unless an event
+        matching ``condition.query`` was appended after ``condition.after``; then nothing is
+        written and :class:`ConditionFailedError` names the first such ``position``. Checked
+        inside the store's write transaction, so two appends whose conditions overlap never
+        both succeed, in this process or another. ``stream_id`` ``None`` appends to the default
+        stream :data:`DEFAULT_STREAM` (``"$dcb"``); a named stream may also carry an
+        ``expected`` version (:class:`ConflictError`). A retry of an append already stored
+        (same event ids) succeeds with the original positions."""
+        condition = _condition(condition)
+        return _result(self._native.append_with(stream_id, events, expected, _query(condition.query, "condition.query"), condition.after))
 
     def append_multi(self, parts: Iterable[Tuple[str, Iterable[EventLike], Expected]]) -> List[AppendResult]:
         """Appends to several streams atomically: ``parts`` holds ``(stream_id, events,
         expected)`` tuples; every part is stored or none is."""
         return [_result(raw) for raw in self._native.append_multi(parts)]
+
+    def append_multi_with(self, parts: Iterable[Tuple[str, Iterable[EventLike], Expected]], condition: AppendCondition) -> List[AppendResult]:
+        """:meth:`append_multi` with a condition: every part's expected version and the
+        condition must hold (:class:`ConflictError`, :class:`ConditionFailedError`), or nothing
+        is written."""
+        condition = _condition(condition)
+        return [_result(raw) for raw in self._native.append_multi_with(parts, _query(condition.query, "condition.query"), condition.after)]
 
     # -- reading
 
@@ -371,6 +542,19 @@ class Store:
             event_types = [event_types]
         return self._native.read_by_type(list(event_types), recorded_from, recorded_to, from_position, limit or 0)
 
+    def read_query(self, query: Query, after: int = 0, limit: Optional[int] = None) -> Cursor:
+        """The events after position ``after`` (0: from the first) that match ``query``, in
+        position order, at most ``limit`` (``None`` or 0: all); read through the tag index a
+        page of 1,000 at a time, like the other reads (:meth:`Cursor.next_page`)."""
+        return self._native.read_query(_query(query), after, limit or 0)
+
+    def read_query_with_head(self, query: Query, after: int = 0) -> Tuple[List[Event], int]:
+        """The events matching ``query`` after ``after`` and the log's last position, as of one
+        snapshot: decide on the events, then append with ``AppendCondition(query, head)``.
+        Fewer than 100,000 events (as many raise :class:`InvalidArgumentError`: decide on a
+        smaller query)."""
+        return self._native.read_query_with_head(_query(query), after)
+
     def stream_info(self, stream_id: str) -> Optional[StreamInfo]:
         """A stream's version and position range; ``None`` if it has no events."""
         raw = self._native.stream_info(stream_id)
@@ -381,13 +565,16 @@ class Store:
         """The position of the last committed event (0 when the store is empty)."""
         return self._native.last_position()
 
-    def subscribe(self, from_position: int = 0, stream_id: Optional[str] = None, stream_prefix: Optional[str] = None, event_types: Optional[Sequence[str]] = None) -> Subscription:
+    def subscribe(self, from_position: int = 0, stream_id: Optional[str] = None, stream_prefix: Optional[str] = None, event_types: Optional[Sequence[str]] = None, query: Optional[Query] = None) -> Subscription:
         """A :class:`Subscription` to the events from ``from_position`` (0 or 1: the whole
         log), optionally of one stream (``stream_id``) or of the streams starting with
-        ``stream_prefix``, and of some ``event_types`` only."""
+        ``stream_prefix``, of some ``event_types`` only, and matching a DCB ``query`` only
+        (the filters combine: an event must pass all that are given)."""
         if isinstance(event_types, str):
             event_types = [event_types]
-        native = self._native.subscribe(from_position, stream_id, stream_prefix, list(event_types or []))
+        # None and Query.all() both pass None: no query filter.
+        native_query = None if query is None else _query(query)
+        native = self._native.subscribe(from_position, stream_id, stream_prefix, list(event_types or []), native_query)
         return Subscription(native)
 
     # -- projections

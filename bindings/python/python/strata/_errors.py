@@ -18,6 +18,7 @@ __all__ = [
     "ProjectionFaultError",
     "MisuseError",
     "InternalError",
+    "ConditionFailedError",
 ]
 
 _STATUS_NAMES = {
@@ -35,6 +36,7 @@ _STATUS_NAMES = {
     13: "STRATA_PROJECTION_FAULT",
     14: "STRATA_MISUSE",
     15: "STRATA_INTERNAL",
+    16: "STRATA_CONDITION_FAILED",
 }
 
 
@@ -139,6 +141,20 @@ class InternalError(StrataError):
     code = 15
 
 
+class ConditionFailedError(StrataError):
+    """A conditional append (:meth:`strata.Store.append_with`) found an event matching its
+    condition's query after the condition's ``after`` position: nothing was written.
+    ``position`` is the first such event's position, ``after`` the condition's. Read the query
+    again, decide again, and retry with the new position."""
+
+    code = 16
+
+    def __init__(self, message: str, position: int = 0, after: int = 0) -> None:
+        super().__init__(message)
+        self.position: int = position
+        self.after: int = after
+
+
 ERRORS: Dict[int, Type[StrataError]] = {
     cls.code: cls
     for cls in (
@@ -156,5 +172,6 @@ ERRORS: Dict[int, Type[StrataError]] = {
         ProjectionFaultError,
         MisuseError,
         InternalError,
+        ConditionFailedError,
     )
 }
