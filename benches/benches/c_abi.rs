@@ -78,6 +78,8 @@ fn append(c: &mut Criterion) {
             metadata: ptr::null(),
             metadata_len: 0,
             event_id: ptr::null(),
+            tags: ptr::null(),
+            n_tags: 0,
         })
         .collect();
     let names = stream_names();
@@ -148,6 +150,8 @@ fn read(c: &mut Criterion) {
             metadata: ptr::null(),
             metadata_len: 0,
             event_id: ptr::null(),
+            tags: ptr::null(),
+            n_tags: 0,
         })
         .collect();
     // SAFETY: the pointers passed are live locals that outlive the call.

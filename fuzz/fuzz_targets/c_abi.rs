@@ -89,6 +89,8 @@ fuzz_target!(|calls: Vec<Call>| {
         metadata: ptr::null(),
         metadata_len: 0,
         event_id: ptr::null(),
+        tags: ptr::null(),
+        n_tags: 0,
     };
     let events = [new_event; 4];
     // SAFETY (every call below): the pointers passed are NULL, live locals, or handles this

@@ -34,9 +34,10 @@ pub(crate) use current::strata::projection::types::Info;
 pub(crate) const VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
 
 /// Adds the imports of every supported version to `linker`.
-pub(crate) fn add_to_linker<T: 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+pub(crate) fn add_to_linker<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
-    T: current::strata::projection::state::Host
+    T: 'static
+        + current::strata::projection::state::Host
         + current::strata::projection::log::Host
         + current::strata::projection::types::Host
         + v0_1::strata::projection::state::Host
